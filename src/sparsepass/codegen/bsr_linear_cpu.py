@@ -1,0 +1,161 @@
+"""TIR generators for the BSR linear kernel on CPUs (LLVM).
+
+``Y[m, n] = epilogue(bias[n] + sum_k X[m, k] * W[n, k])`` with W in our BSR
+layout (see bsr_format). Two loop layouts, both plain low-level TIR that needs
+no schedule (the loops are written already tiled, unrolled and vectorised):
+
+- "rows": a register tile of ``tile`` rows of X times one block row; each
+  kept block adds ``X[m, k] * block[:, c]`` with the block's R rows as one
+  vector. Best for tall blocks (32x1, 16x1): it reaches the CPU's FMA peak.
+- "tokens": X is transposed into a workspace first; a tile of ``tile`` tokens
+  is the vector and each stored weight is broadcast. For short blocks (1xC,
+  4x4) and unstructured weights, where a block's rows are too few to fill a
+  vector.
+
+Both are parallel over (row tile, part), where parts split block rows into
+pieces of equal work, so any contiguous share of the loop is balanced.
+"""
+
+from __future__ import annotations
+
+from sparsepass.codegen.epilogue import epilogue_fn
+from sparsepass.codegen.spec import KernelSpec
+from sparsepass.codegen.tvm_api import T, tirx
+
+#: Name of the generated function inside its module.
+ENTRY = "bsr_linear"
+
+
+def generate(spec: KernelSpec):
+    """The PrimFunc for ``spec`` (layout "rows" or "tokens")."""
+    if spec.layout == "rows":
+        return _rows_kernel(spec)
+    return _tokens_kernel(spec)
+
+
+def _rows_kernel(spec: KernelSpec):
+    n, k = spec.out_features, spec.in_features
+    r, c = spec.block
+    nb, tile, nparts = spec.block_rows, spec.tile, spec.parts
+    short_last_row = n % r  # rows of the ragged last block row (0: none)
+    act = epilogue_fn(spec.epilogue)
+
+    def is_short_row(bn):
+        # A Python False (no ragged block row) removes the branch at parse time.
+        return bn == nb - 1 if short_last_row else False
+
+    def col(kb, cc):
+        # Clamp reads past K in a ragged last block column; its weights there are 0.
+        idx = kb * c + cc
+        return T.min(idx, k - 1) if k % c else idx
+
+    @T.macro
+    def block_row(X, data, indices, indptr, bias, Y, m0, bn, rows):
+        acc = T.alloc_buffer((rows, r), "float32", scope="local")
+        for i in T.unroll(rows):
+            for v in T.vectorized(r):
+                acc[i, v] = bias[bn * r + v]
+        for j in range(indptr[bn + 1] - indptr[bn]):
+            for cc in T.unroll(c):
+                for i in T.unroll(rows):
+                    for v in T.vectorized(r):
+                        acc[i, v] = acc[i, v] + X[m0 + i, col(indices[indptr[bn] + j], cc)] * data[
+                            indptr[bn] + j, cc, v]
+        if is_short_row(bn):
+            for i in T.unroll(rows):
+                for v in range(short_last_row):
+                    Y[m0 + i, bn * r + v] = act(acc[i, v])
+        else:
+            for i in T.unroll(rows):
+                for v in T.vectorized(r):
+                    Y[m0 + i, bn * r + v] = act(acc[i, v])
+
+    @T.prim_func
+    def kernel(x: T.handle, d: T.handle, ind: T.handle, ptr: T.handle, prt: T.handle,
+               bi: T.handle, y: T.handle):
+        T.func_attr({"global_symbol": ENTRY, "tirx.noalias": True,
+                     "sparsepass.kernel": "bsr_linear.rows"})
+        M = T.int64()
+        NNZB = T.int64()
+        X = T.match_buffer(x, (M, k), "float32", align=4, offset_factor=1)
+        data = T.match_buffer(d, (NNZB, c, r), "float32", align=4)
+        indices = T.match_buffer(ind, (NNZB,), "int32", align=4)
+        indptr = T.match_buffer(ptr, (nb + 1,), "int32", align=4)
+        parts = T.match_buffer(prt, (nparts + 1,), "int32", align=4)
+        bias = T.match_buffer(bi, (nb * r,), "float32", align=4)
+        Y = T.match_buffer(y, (M, n), "float32", align=4, offset_factor=1)
+        for t in T.parallel(M // tile * nparts):
+            for q in range(parts[t % nparts + 1] - parts[t % nparts]):
+                block_row(X, data, indices, indptr, bias, Y, t // nparts * tile,
+                          parts[t % nparts] + q, tile)
+        if M % tile > 0:
+            for t in T.parallel(M % tile * nparts):
+                for q in range(parts[t % nparts + 1] - parts[t % nparts]):
+                    block_row(X, data, indices, indptr, bias, Y, M // tile * tile + t // nparts,
+                              parts[t % nparts] + q, 1)
+
+    return kernel
+
+
+def _tokens_kernel(spec: KernelSpec):
+    n, k = spec.out_features, spec.in_features
+    r, c = spec.block
+    nb, tile, nparts = spec.block_rows, spec.tile, spec.parts
+    kp = -(-k // c) * c  # K padded to whole block columns (zeros in the workspace)
+    act = epilogue_fn(spec.epilogue)
+
+    def in_bounds(Y, m, row, check_tokens):
+        # Built in Python so that checks known to pass vanish from the code.
+        cond = row < n if n % r else True
+        if check_tokens:
+            cond = (m < Y.shape[0]) if cond is True else tirx.all(cond, m < Y.shape[0])
+        return cond
+
+    @T.macro
+    def store(Y, acc, m0, bn, check_tokens):
+        for v in T.unroll(r):
+            for u in range(tile):
+                if in_bounds(Y, m0 + u, bn * r + v, check_tokens):
+                    Y[m0 + u, bn * r + v] = act(acc[v, u])
+
+    @T.prim_func
+    def kernel(x: T.handle, d: T.handle, ind: T.handle, ptr: T.handle, prt: T.handle,
+               bi: T.handle, y: T.handle):
+        T.func_attr({"global_symbol": ENTRY, "tirx.noalias": True,
+                     "sparsepass.kernel": "bsr_linear.tokens"})
+        M = T.int64()
+        NNZB = T.int64()
+        X = T.match_buffer(x, (M, k), "float32", align=4, offset_factor=1)
+        data = T.match_buffer(d, (NNZB, c, r), "float32", align=4)
+        indices = T.match_buffer(ind, (NNZB,), "int32", align=4)
+        indptr = T.match_buffer(ptr, (nb + 1,), "int32", align=4)
+        parts = T.match_buffer(prt, (nparts + 1,), "int32", align=4)
+        bias = T.match_buffer(bi, (nb * r,), "float32", align=4)
+        Y = T.match_buffer(y, (M, n), "float32", align=4, offset_factor=1)
+        xt = T.alloc_buffer((kp, (M + tile - 1) // tile * tile), "float32")
+        for kb in T.parallel((kp + 15) // 16):
+            for m in range((M + tile - 1) // tile * tile):
+                for kk in range(16):
+                    if kb * 16 + kk < kp:
+                        xt[kb * 16 + kk, m] = T.if_then_else(
+                            m < M and kb * 16 + kk < k, X[T.min(m, M - 1), T.min(kb * 16 + kk, k - 1)],
+                            T.float32(0))
+        for t in T.parallel((M + tile - 1) // tile * nparts):
+            for q in range(parts[t % nparts + 1] - parts[t % nparts]):
+                bn = parts[t % nparts] + q
+                acc = T.alloc_buffer((r, tile), "float32", scope="local")
+                for v in T.unroll(r):
+                    for u in T.vectorized(tile):
+                        acc[v, u] = bias[bn * r + v]
+                for j in range(indptr[bn + 1] - indptr[bn]):
+                    for cc in T.unroll(c):
+                        for v in T.unroll(r):
+                            for u in T.vectorized(tile):
+                                acc[v, u] = acc[v, u] + data[indptr[bn] + j, cc, v] * xt[
+                                    indices[indptr[bn] + j] * c + cc, t // nparts * tile + u]
+                if t // nparts < M // tile:
+                    store(Y, acc, t // nparts * tile, bn, False)
+                else:
+                    store(Y, acc, t // nparts * tile, bn, True)
+
+    return kernel

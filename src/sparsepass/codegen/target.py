@@ -1,0 +1,65 @@
+"""Targets as canonical dicts, so that a kernel's cache key never depends on spelling.
+
+TVM 0.27 rejects CLI target strings and gives generic (4x slower) x86 code for
+``{"kind": "llvm"}`` alone, so the host CPU is always spelled out with its
+``mcpu`` and an ``mtriple`` that accepts it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import platform
+from typing import Any
+
+from sparsepass.codegen.tvm_api import tvm
+
+#: The CUDA architecture assumed when a user asks for "cuda" without one.
+DEFAULT_CUDA_ARCH = "sm_90"
+
+
+@functools.cache
+def host_target() -> dict:
+    """The host CPU as an LLVM target dict with its real micro-architecture."""
+    cpu = str(tvm.target.codegen.llvm_get_system_cpu())
+    target = {"kind": "llvm", "mcpu": cpu}
+    if platform.machine() in ("x86_64", "AMD64"):
+        # The reported system triple (x86_64-conda-linux-gnu) rejects mcpu.
+        target["mtriple"] = "x86_64-linux-gnu"
+    return target
+
+
+def canonical_target(target: Any = None) -> dict:
+    """Normalise None / "llvm" / "cpu" / "cuda" / a dict / a tvm Target to a plain dict.
+
+    ``None``, ``"llvm"`` and ``"cpu"`` mean the host CPU. ``"cuda"`` means an
+    NVIDIA GPU of architecture DEFAULT_CUDA_ARCH with the host as its host.
+    """
+    if target is None or target in ("llvm", "cpu"):
+        return dict(host_target())
+    if target == "cuda":
+        return {"kind": "cuda", "arch": DEFAULT_CUDA_ARCH, "host": host_target()}
+    if isinstance(target, tvm.target.Target):
+        target = {k: v for k, v in target.export().items() if k not in ("tag", "keys")}
+    if not isinstance(target, dict) or "kind" not in target:
+        raise ValueError(
+            f"target {target!r} is not understood: pass None (the host CPU), 'llvm', "
+            "'cuda', or a TVM target dict such as {'kind': 'llvm', 'mcpu': 'znver4'}"
+        )
+    if target["kind"] == "llvm" and "mcpu" not in target:
+        return {**host_target(), **target}
+    return dict(target)
+
+
+def target_key(target: dict) -> str:
+    """A stable string for a canonical target (sorted JSON)."""
+    return json.dumps(target, sort_keys=True, default=str)
+
+
+def tvm_target(target: dict) -> "tvm.target.Target":
+    """The TVM Target object for a canonical target dict."""
+    return tvm.target.Target(target)
+
+
+def is_cuda(target: dict) -> bool:
+    return target.get("kind") == "cuda"
