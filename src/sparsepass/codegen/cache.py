@@ -1,0 +1,91 @@
+"""The on-disk kernel cache: compiled libraries keyed by a hash of what made them.
+
+An entry is ``<key>.so`` plus ``<key>.json`` holding the spec, the versions
+that built it and the library's sha256. An entry is used only when all of
+them match; a missing, corrupt, truncated or stale entry is rebuilt, never
+trusted. Writes go through a temporary file and an atomic rename, so a
+crashed or concurrent writer never leaves a half-written library behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from sparsepass import __version__
+from sparsepass.codegen.spec import KernelSpec
+from sparsepass.codegen.tvm_api import load_module, tvm
+
+log = logging.getLogger(__name__)
+
+#: Environment variable that moves the cache (default: $XDG_CACHE_HOME/sparsepass/kernels).
+CACHE_DIR_ENV = "SPARSEPASS_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """The directory of the kernel cache (created on first write)."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "sparsepass" / "kernels"
+
+
+def _provenance(spec: KernelSpec) -> dict:
+    return {"spec": spec.to_json(), "sparsepass": __version__, "tvm": tvm.__version__}
+
+
+def cache_key(spec: KernelSpec) -> str:
+    """Hash of the spec, the target inside it, and the sparsepass and TVM versions."""
+    text = json.dumps(_provenance(spec), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _load_entry(lib: Path, meta: Path, spec: KernelSpec):
+    """The cached module, or None when the entry is missing or cannot be trusted."""
+    if not (lib.exists() and meta.exists()):
+        return None
+    try:
+        recorded = json.loads(meta.read_text())
+        if recorded.get("provenance") != _provenance(spec) or recorded.get("sha256") != _sha256(lib):
+            log.info("kernel cache entry %s is stale or corrupt; rebuilding", lib.name)
+            return None
+        return load_module(str(lib))
+    except Exception as err:  # unreadable JSON or a library that will not load
+        log.info("kernel cache entry %s failed to load (%s); rebuilding", lib.name, err)
+        return None
+
+
+def load_or_build(spec: KernelSpec, build: Callable[[KernelSpec], "tvm.runtime.Executable"]):
+    """The runtime module for ``spec``: from the cache when valid, else built and stored."""
+    root = cache_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    key = cache_key(spec)
+    lib, meta = root / f"{key}.so", root / f"{key}.json"
+    module = _load_entry(lib, meta, spec)
+    if module is not None:
+        return module
+    executable = build(spec)
+    _atomic_write(lib, executable.export_library)
+    record = {"provenance": _provenance(spec), "sha256": _sha256(lib)}
+    _atomic_write(meta, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
+    return load_module(str(lib))

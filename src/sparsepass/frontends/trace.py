@@ -1,0 +1,109 @@
+"""Capturing a model as a torch.fx GraphModule, with errors that say what to fix.
+
+`trace` tries ``torch.fx.symbolic_trace`` (module-level graph: nn.Linear stays
+a module call). When that fails, it records which submodule was being traced
+and falls back to ``torch.export`` (aten-level graph, weights as get_attr),
+which handles the data-dependent Python that defeats symbolic tracing (HF
+transformers since 4.38). When both fail, the SparsifyError names the module
+that broke tracing and suggests the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import torch
+import torch.fx as fx
+
+from sparsepass.errors import SparsifyError
+
+log = logging.getLogger(__name__)
+
+
+class _LocatingTracer(fx.Tracer):
+    """A symbolic tracer that remembers the module path it was inside when it failed."""
+
+    def __init__(self, leaf_modules: Sequence[type | str] = ()):
+        super().__init__()
+        self.leaf_modules = tuple(leaf_modules)
+        self.stack: list[str] = []
+        self.failed_in: str | None = None
+
+    def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
+        for leaf in self.leaf_modules:
+            if (isinstance(leaf, str) and leaf == qualname) or (isinstance(leaf, type) and isinstance(m, leaf)):
+                return True
+        return super().is_leaf_module(m, qualname)
+
+    def call_module(self, m, forward, args, kwargs):
+        self.stack.append(f"{self.path_of_module(m) or '<root>'} ({type(m).__name__})")
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed_in is None:
+                self.failed_in = self.stack[-1]
+            raise
+        finally:
+            self.stack.pop()
+
+
+def _symbolic(model: torch.nn.Module, concrete_args, leaf_modules) -> fx.GraphModule:
+    tracer = _LocatingTracer(leaf_modules)
+    try:
+        graph = tracer.trace(model, concrete_args=concrete_args)
+    except Exception as err:
+        err.sparsepass_module = tracer.failed_in or f"<root> ({type(model).__name__})"
+        raise
+    name = model.__class__.__name__
+    return fx.GraphModule(tracer.root, graph, name)
+
+
+def _exported(model: torch.nn.Module, example_inputs: Sequence[Any]) -> fx.GraphModule:
+    program = torch.export.export(model, tuple(example_inputs))
+    return program.module()
+
+
+def trace(
+    model: torch.nn.Module,
+    example_inputs: Sequence[Any] | None = None,
+    *,
+    concrete_args: dict[str, Any] | None = None,
+    leaf_modules: Sequence[type | str] = (),
+) -> fx.GraphModule:
+    """Capture ``model`` as a GraphModule that `sparsify_graph` accepts.
+
+    Parameters
+    ----------
+    model : an nn.Module in eval mode
+    example_inputs : positional inputs; needed for the torch.export fallback
+    concrete_args, leaf_modules : passed to symbolic tracing (fix a failing trace by
+        fixing an argument's value or by keeping a module as one opaque call)
+
+    Raises SparsifyError naming the module where capture broke, with the fix to try.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise SparsifyError(None, f"trace expects an nn.Module, got {type(model).__name__}")
+    try:
+        return _symbolic(model, concrete_args, leaf_modules)
+    except Exception as err:
+        where = getattr(err, "sparsepass_module", "<root>")
+        symbolic_error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        log.info("symbolic_trace failed in %s (%s); trying torch.export", where, symbolic_error)
+    if example_inputs is None:
+        raise SparsifyError(
+            where,
+            f"torch.fx.symbolic_trace failed here ({symbolic_error}). Fix: pass example_inputs so "
+            f"sparsepass can fall back to torch.export, or mark the module a leaf "
+            f"(leaf_modules=[{where.split(' (')[0]!r}]), or fix Python control flow on inputs with concrete_args.",
+        )
+    try:
+        return _exported(model, example_inputs)
+    except Exception as err:
+        export_error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        raise SparsifyError(
+            where,
+            f"capture failed. torch.fx.symbolic_trace: {symbolic_error}; torch.export: {export_error}. "
+            f"Fix: mark the module a leaf (leaf_modules=[{where.split(' (')[0]!r}]), pass concrete_args for "
+            "Python control flow on inputs, or make the module export-friendly.",
+        ) from err

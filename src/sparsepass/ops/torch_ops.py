@@ -1,0 +1,65 @@
+"""``torch.ops.sparsepass.bsr_linear``: a generated BSR kernel as a PyTorch custom op.
+
+Registered with ``torch.library.custom_op`` and a fake (meta) kernel, so a
+graph that calls it still runs under torch.fx, ``torch.export`` and
+``torch.compile``. The kernel is found from its spec string, which the graph
+stores as a constant argument: a saved or exported graph rebuilds (or loads
+from the disk cache) the same kernel in a fresh process. Tensors cross into
+TVM through DLPack without a copy.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from sparsepass.codegen import runtime
+from sparsepass.codegen.build import get_kernel
+from sparsepass.codegen.spec import KernelSpec
+from sparsepass.errors import SparsifyError
+
+
+@functools.lru_cache(maxsize=None)
+def _spec(spec_json: str) -> KernelSpec:
+    return KernelSpec.from_json(spec_json)
+
+
+def _check_input(x: torch.Tensor, spec: KernelSpec, layer: str) -> None:
+    if x.dtype != torch.float32:
+        raise SparsifyError(layer, f"input dtype is {x.dtype}; the sparse kernel computes in float32")
+    if x.device.type != "cpu":
+        raise SparsifyError(layer, f"input is on {x.device}; this kernel was built for the CPU")
+    if x.dim() == 0 or x.shape[-1] != spec.in_features:
+        raise SparsifyError(
+            layer,
+            f"input of shape {tuple(x.shape)} does not match in_features={spec.in_features} "
+            "(the last dimension must equal in_features)",
+        )
+
+
+@torch.library.custom_op("sparsepass::bsr_linear", mutates_args=())
+def bsr_linear(
+    x: torch.Tensor,
+    data: torch.Tensor,
+    indices: torch.Tensor,
+    indptr: torch.Tensor,
+    parts: torch.Tensor,
+    bias: torch.Tensor,
+    spec: str,
+    layer: str,
+) -> torch.Tensor:
+    """``epilogue(x @ W.T + bias)`` with W in sparsepass BSR layout (see codegen.bsr_format)."""
+    kernel_spec = _spec(spec)
+    _check_input(x, kernel_spec, layer)
+    rows = x.reshape(-1, kernel_spec.in_features).contiguous()
+    out = torch.empty(rows.shape[0], kernel_spec.out_features, dtype=x.dtype)
+    if rows.shape[0]:
+        runtime.set_num_threads(torch.get_num_threads())
+        get_kernel(kernel_spec)(rows, data, indices, indptr, parts, bias, out)
+    return out.reshape(*x.shape[:-1], kernel_spec.out_features)
+
+
+@bsr_linear.register_fake
+def _bsr_linear_fake(x, data, indices, indptr, parts, bias, spec, layer):
+    return x.new_empty((*x.shape[:-1], _spec(spec).out_features))

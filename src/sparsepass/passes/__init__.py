@@ -1,0 +1,9 @@
+"""Compiler passes: analysis and planning (IR-independent) and the IR adapters.
+
+``sparsify_graph`` is the torch.fx entry point; ``sparsepass.passes.relax``
+holds the TVM Relax passes.
+"""
+
+from sparsepass.passes.fx.sparsify import SparsifyOptions, sparsify_graph
+
+__all__ = ["sparsify_graph", "SparsifyOptions"]

@@ -1,0 +1,1 @@
+"""torch.fx adapters: find candidate nodes and splice in calls to sparsepass custom ops."""

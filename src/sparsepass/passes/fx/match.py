@@ -1,0 +1,191 @@
+"""Recognising linear layers in a torch.fx graph, at module, functional and aten level.
+
+Each rule is data: a name, a one-line summary, and a matcher that returns a
+`LinearSite` or None to decline. A site whose weight is not a constant still
+comes back (with ``why_dense`` set), so the report can say why it stayed dense
+instead of skipping it silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import operator
+from typing import Callable
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+
+aten = torch.ops.aten
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearSite:
+    """One ``y = x @ W.T + b`` found in a graph.
+
+    weight : the constant weight as [out_features, in_features], or None
+    weight_attr : the attribute path the weight was read from (for naming/sharing)
+    bias : a constant bias, or None
+    bias_node : a bias computed in the graph (added after the kernel), or None
+    why_dense : set when the site cannot be rewritten, saying why
+    """
+
+    rule: str
+    node: fx.Node
+    name: str
+    x: fx.Node
+    weight: torch.Tensor | None = None
+    weight_attr: str | None = None
+    bias: torch.Tensor | None = None
+    bias_node: fx.Node | None = None
+    why_dense: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    name: str
+    summary: str
+    match: Callable[[fx.GraphModule, fx.Node], LinearSite | None]
+
+
+def _attr(gm: fx.GraphModule, path: str):
+    return functools.reduce(getattr, path.split("."), gm)
+
+
+def _constant(gm: fx.GraphModule, node) -> torch.Tensor | None:
+    """The tensor behind a get_attr node, else None."""
+    if isinstance(node, fx.Node) and node.op == "get_attr":
+        value = _attr(gm, node.target)
+        if isinstance(value, torch.Tensor):
+            return value.detach()
+    return None
+
+
+_TRANSPOSE_FUNCTIONS = {
+    torch.t: "t", aten.t.default: "t",
+    torch.transpose: "transpose", aten.transpose.int: "transpose",
+    torch.permute: "permute", aten.permute.default: "permute",
+}
+
+
+def _transpose_kind(node: fx.Node) -> str | None:
+    """"t", "transpose" or "permute" when ``node`` may transpose its first argument."""
+    if node.op == "call_method" and node.target in ("t", "transpose", "permute"):
+        return node.target
+    if node.op == "call_function" and node.target is getattr and node.args[1:] == ("T",):
+        return "t"
+    if node.op == "call_function":
+        return _TRANSPOSE_FUNCTIONS.get(node.target)
+    return None
+
+
+def _swaps_2d(kind: str, dims: tuple) -> bool:
+    """Whether the transpose/permute ``dims`` exchange the two axes of a 2-D tensor."""
+    if len(dims) == 1 and isinstance(dims[0], (list, tuple)):
+        dims = tuple(dims[0])
+    normal = tuple(d % 2 for d in dims if isinstance(d, int))
+    if kind == "t":
+        return True
+    if kind == "transpose":
+        return len(normal) == 2 and set(normal) == {0, 1}
+    return normal == (1, 0)
+
+
+def _transposed_constant(gm: fx.GraphModule, node) -> tuple[torch.Tensor, str] | None:
+    """``(W, path)`` when ``node`` is the transpose of a constant 2-D W, else None."""
+    if not isinstance(node, fx.Node):
+        return None
+    kind = _transpose_kind(node)
+    weight = _constant(gm, node.args[0]) if kind and node.args else None
+    if weight is None or weight.dim() != 2:
+        return None
+    dims = () if node.target is getattr else tuple(node.args[1:])
+    return (weight, node.args[0].target) if _swaps_2d(kind, dims) else None
+
+
+def _site(rule, node, x, weight_node, bias_node, gm, name=None) -> LinearSite:
+    weight = _constant(gm, weight_node)
+    label = name or (weight_node.target.removesuffix(".weight") if weight is not None else node.name)
+    if weight is None:
+        return LinearSite(rule, node, label, x, why_dense="weight is not a constant attribute")
+    bias = _constant(gm, bias_node)
+    dynamic_bias = bias_node if isinstance(bias_node, fx.Node) and bias is None else None
+    return LinearSite(rule, node, label, x, weight, weight_node.target, bias, dynamic_bias)
+
+
+def _linear_module(gm: fx.GraphModule, node: fx.Node) -> LinearSite | None:
+    if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), torch.nn.Linear):
+        return None
+    module = gm.get_submodule(node.target)
+    bias = module.bias.detach() if module.bias is not None else None
+    return LinearSite("nn.Linear", node, node.target, node.args[0], module.weight.detach(),
+                      f"{node.target}.weight", bias)
+
+
+_LINEAR_FUNCTIONS = (F.linear, torch._C._nn.linear, aten.linear.default)
+
+
+def _linear_function(gm: fx.GraphModule, node: fx.Node) -> LinearSite | None:
+    if node.op != "call_function" or node.target not in _LINEAR_FUNCTIONS:
+        return None
+    args = list(node.args) + [None] * (3 - len(node.args))
+    x = args[0] if args[0] is not None else node.kwargs.get("input")
+    weight = args[1] if args[1] is not None else node.kwargs.get("weight")
+    bias = args[2] if args[2] is not None else node.kwargs.get("bias")
+    return _site("F.linear", node, x, weight, bias, gm)
+
+
+_MATMULS = (torch.matmul, operator.matmul, aten.matmul.default, aten.mm.default)
+
+
+def _matmul(gm: fx.GraphModule, node: fx.Node) -> LinearSite | None:
+    """``x @ W`` with W constant [K, N] (weight W.T), or ``x @ W.t()`` (weight W)."""
+    is_call = node.op == "call_function" and node.target in _MATMULS
+    is_method = node.op == "call_method" and node.target == "matmul"
+    if not (is_call or is_method) or len(node.args) != 2:
+        return None
+    x, rhs = node.args
+    transposed = _transposed_constant(gm, rhs)
+    if transposed is not None:
+        weight, path = transposed
+        return LinearSite("matmul", node, path.removesuffix(".weight"), x, weight, path)
+    weight = _constant(gm, rhs)
+    if weight is None:
+        return LinearSite("matmul", node, node.name, x,
+                          why_dense="right operand is not a constant attribute")
+    if weight.dim() != 2:
+        return LinearSite("matmul", node, rhs.target, x,
+                          why_dense=f"constant operand has {weight.dim()} dims; only 2-D weights")
+    return LinearSite("matmul", node, rhs.target, x, weight.t(), rhs.target)
+
+
+def _addmm(gm: fx.GraphModule, node: fx.Node) -> LinearSite | None:
+    """aten ``addmm(b, x, W.t())``, what some exporters emit for nn.Linear."""
+    if node.op != "call_function" or node.target is not aten.addmm.default or len(node.args) != 3:
+        return None
+    bias_node, x, rhs = node.args
+    transposed = _transposed_constant(gm, rhs)
+    if transposed is None:
+        return LinearSite("addmm", node, node.name, x, why_dense="weight is not a constant attribute")
+    weight, path = transposed
+    bias = _constant(gm, bias_node)
+    dynamic_bias = bias_node if bias is None else None
+    return LinearSite("addmm", node, path.removesuffix(".weight"), x, weight, path, bias, dynamic_bias)
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("nn.Linear", "call_module Linear(x) => bsr_linear(x, W.bsr, b)", _linear_module),
+    Rule("F.linear", "linear(x, W, b) => bsr_linear(x, W.bsr, b)", _linear_function),
+    Rule("matmul", "x @ W => bsr_linear(x, W.T.bsr); x @ W.t() => bsr_linear(x, W.bsr)", _matmul),
+    Rule("addmm", "addmm(b, x, W.t()) => bsr_linear(x, W.bsr, b)", _addmm),
+)
+
+
+def match_linear(gm: fx.GraphModule, node: fx.Node, rules: tuple[Rule, ...] = RULES) -> LinearSite | None:
+    """The LinearSite of ``node`` from the first rule that matches it, or None."""
+    for rule in rules:
+        site = rule.match(gm, node)
+        if site is not None:
+            return site
+    return None

@@ -1,0 +1,240 @@
+"""``sparsify_graph``: pruned linear layers of a torch.fx graph become generated BSR kernels.
+
+The pass copies the GraphModule (its input is never mutated), finds every
+linear-like node (see match.RULES), analyses each constant weight, lets the
+planner choose a kernel or keep the layer dense, and replaces chosen nodes by
+a call to ``torch.ops.sparsepass.bsr_linear`` whose BSR arrays are buffers of
+the returned module. Dense weights that no longer have a user are dropped.
+The returned module carries ``sparsepass_report`` (see report.Report), and
+each rewritten node carries its LayerReport in ``node.meta["sparsepass"]``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import re
+from typing import Any, Sequence
+
+import torch
+import torch.fx as fx
+from torch.fx.passes.shape_prop import ShapeProp
+
+from sparsepass.codegen.bsr_format import to_bsr
+from sparsepass.codegen.target import canonical_target
+from sparsepass.errors import SparsifyError
+from sparsepass.ops import torch_ops  # noqa: F401  (registers torch.ops.sparsepass)
+from sparsepass.passes.analysis import Structure, detect
+from sparsepass.passes.fx.match import LinearSite, match_linear
+from sparsepass.passes.plan import DEFAULT_COST, DEFAULT_TOKENS, CostModel, Decision, choose
+from sparsepass.passes.report import LayerReport, Report
+
+log = logging.getLogger(__name__)
+
+#: Key of the facts sparsepass leaves on fx nodes.
+META_KEY = "sparsepass"
+
+
+@dataclasses.dataclass(frozen=True)
+class SparsifyOptions:
+    """Options of `sparsify_graph`.
+
+    tokens : rows of X the planner assumes when no example inputs are given
+    cost : the planner's cost model
+    """
+
+    tokens: int = DEFAULT_TOKENS
+    cost: CostModel = DEFAULT_COST
+
+
+_TRAINING_MSG = ("is in training mode; call model.eval() before capturing it (sparse kernels are "
+                 "inference-only: no gradients, no dropout)")
+
+#: aten ops whose ``train``/``training`` flag (argument index) shows how a graph was captured.
+_TRAIN_FLAG_ARGS = {
+    torch.ops.aten.dropout.default: 2,
+    torch.ops.aten.batch_norm.default: 5,
+    torch.ops.aten._native_batch_norm_legit_functional.default: 5,
+}
+
+
+def _is_aten_graph(gm: fx.GraphModule) -> bool:
+    return any(isinstance(n.target, torch._ops.OpOverload) and n.target.namespace == "aten"
+               for n in gm.graph.nodes if n.op == "call_function")
+
+
+def check_eval_mode(gm: fx.GraphModule) -> None:
+    """Raise SparsifyError naming the first module (or aten node) captured in training mode.
+
+    An exported (aten-level) graph bakes the mode into its ops, and its modules'
+    ``training`` flags mean nothing, so there the ops' own flags are checked.
+    """
+    if not _is_aten_graph(gm):
+        for name, sub in gm.named_modules():
+            if sub.training:
+                raise SparsifyError(name or "<root>", "module " + _TRAINING_MSG)
+        return
+    for node in gm.graph.nodes:
+        index = _TRAIN_FLAG_ARGS.get(node.target)
+        if index is not None and len(node.args) > index and node.args[index] is True:
+            where = node.meta.get("nn_module_stack", {})
+            layer = list(where.values())[-1][0] if where else node.name
+            raise SparsifyError(layer, f"{node.target} was captured with training=True: the model " + _TRAINING_MSG)
+
+
+def _tokens_per_site(gm: fx.GraphModule, example_inputs: Sequence[Any] | None) -> dict[str, int]:
+    """Rows of X reaching each node, from a shape propagation over the example inputs."""
+    if example_inputs is None:
+        return {}
+    ShapeProp(gm).propagate(*example_inputs)
+    rows = {}
+    for node in gm.graph.nodes:
+        meta = node.meta.get("tensor_meta")
+        if meta is not None and hasattr(meta, "shape") and len(meta.shape) >= 1:
+            rows[node.name] = math.prod(meta.shape[:-1])
+    return rows
+
+
+def _buffer_prefix(gm: fx.GraphModule, name: str) -> str:
+    base = "_sparsepass_" + re.sub(r"\W", "_", name)
+    prefix, n = base, 1
+    while hasattr(gm, prefix + "_data"):
+        n += 1
+        prefix = f"{base}_{n}"
+    return prefix
+
+
+class _Rewriter:
+    """Rewrites the sites of one GraphModule; holds the per-call packing caches."""
+
+    def __init__(self, gm: fx.GraphModule, target: dict, tokens: dict[str, int], options):
+        self.gm, self.target, self.tokens, self.options = gm, target, tokens, options
+        self.structures: dict[str, Structure] = {}
+        self.buffers: dict[tuple, list[str]] = {}
+
+    def structure(self, site: LinearSite) -> Structure:
+        key = site.weight_attr
+        if key not in self.structures:
+            self.structures[key] = detect(site.weight.float() if site.weight.dtype == torch.bfloat16
+                                          else site.weight)
+        return self.structures[key]
+
+    def decide(self, site: LinearSite, structure: Structure) -> Decision:
+        if site.weight.dtype != torch.float32:
+            return Decision(None, f"weight dtype is {site.weight.dtype}; sparse kernels are float32 only")
+        x_name = site.x.name if isinstance(site.x, fx.Node) else ""
+        tokens = self.tokens.get(x_name, self.options.tokens)
+        return choose(structure, self.target, tokens=max(tokens, 1), cost=self.options.cost)
+
+    def pack(self, site: LinearSite, decision: Decision) -> list[str]:
+        spec = decision.kernel
+        key = (site.weight_attr, id(site.bias), spec)
+        if key not in self.buffers:
+            bias = None if site.bias is None else site.bias.float().numpy()
+            bsr = to_bsr(site.weight.numpy(), spec.block, spec.parts, bias)
+            prefix = _buffer_prefix(self.gm, site.name)
+            names = []
+            for field in ("data", "indices", "indptr", "parts", "bias"):
+                self.gm.register_buffer(f"{prefix}_{field}", torch.from_numpy(getattr(bsr, field)))
+                names.append(f"{prefix}_{field}")
+            self.buffers[key] = names
+        return self.buffers[key]
+
+    def rewrite(self, site: LinearSite) -> LayerReport:
+        if site.why_dense:
+            return LayerReport(site.name, site.rule, (), "-", None, "dense", site.why_dense)
+        structure = self.structure(site)
+        decision = self.decide(site, structure)
+        report = LayerReport(
+            site.name, site.rule, structure.shape, structure.summary(), structure.density,
+            "dense" if decision.kernel is None else
+            f"bsr {decision.kernel.block[0]}x{decision.kernel.block[1]} {decision.kernel.layout}",
+            decision.reason,
+            decision.estimated_speedup if decision.sparse_cost else None,
+        )
+        if decision.kernel is not None:
+            self.splice(site, decision, report)
+        return report
+
+    def splice(self, site: LinearSite, decision: Decision, report: LayerReport) -> None:
+        graph, node = self.gm.graph, site.node
+        names = self.pack(site, decision)
+        with graph.inserting_before(node):
+            buffers = [graph.get_attr(name) for name in names]
+            new = graph.call_function(
+                torch.ops.sparsepass.bsr_linear.default,
+                (site.x, *buffers, decision.kernel.to_json(), site.name),
+            )
+            if site.bias_node is not None:
+                new = graph.call_function(torch.add, (new, site.bias_node))
+        new.meta.update({k: v for k, v in node.meta.items() if k != META_KEY})
+        new.meta[META_KEY] = report
+        node.replace_all_uses_with(new)
+        graph.erase_node(node)
+
+
+def _erase_dead_weights(gm: fx.GraphModule) -> None:
+    """Erase get_attr/transpose nodes left without users and the attributes behind them."""
+    changed = True
+    while changed:
+        changed = False
+        for node in reversed(gm.graph.nodes):
+            dead = not node.users and (
+                node.op == "get_attr"
+                or (node.op in ("call_method", "call_function") and not node.is_impure()
+                    and all(a.op == "get_attr" for a in node.all_input_nodes))
+            )
+            if dead and node.op != "output":
+                gm.graph.erase_node(node)
+                changed = True
+    used = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
+    called = {n.target for n in gm.graph.nodes if n.op == "call_module"}
+    for name, _ in list(gm.named_parameters()) + list(gm.named_buffers()):
+        owner = name.rpartition(".")[0]
+        inside_called = any(owner == c or owner.startswith(c + ".") for c in called)
+        if name not in used and not inside_called and not name.startswith("_sparsepass_"):
+            parent = gm.get_submodule(owner) if owner else gm
+            delattr(parent, name.rpartition(".")[2])
+    gm.delete_all_unused_submodules()
+
+
+def sparsify_graph(
+    gm: fx.GraphModule,
+    *,
+    target: Any = None,
+    example_inputs: Sequence[Any] | None = None,
+    options: SparsifyOptions = SparsifyOptions(),
+) -> fx.GraphModule:
+    """Return a copy of ``gm`` whose pruned linear layers call generated sparse kernels.
+
+    Parameters
+    ----------
+    gm : a GraphModule from ``torch.fx.symbolic_trace``, ``sparsepass.frontends.trace``
+        or ``torch.export(...).module()``, in eval mode
+    target : None or "llvm" for the host CPU, or a TVM target dict
+    example_inputs : optional inputs; when given, the planner uses the real number
+        of rows reaching each layer instead of ``options.tokens``
+    options : SparsifyOptions
+
+    Returns
+    -------
+    A new GraphModule computing the same function, with ``.sparsepass_report``.
+    Raises SparsifyError when the model is in training mode.
+    """
+    if not isinstance(gm, fx.GraphModule):
+        raise SparsifyError(None, f"sparsify_graph expects a torch.fx.GraphModule, got {type(gm).__name__}; "
+                            "use sparsepass.frontends.trace(model, example_inputs) first")
+    check_eval_mode(gm)
+    out = copy.deepcopy(gm)
+    rewriter = _Rewriter(out, canonical_target(target), _tokens_per_site(out, example_inputs), options)
+    # Match each node only when reached: an earlier rewrite may have replaced its inputs.
+    sites = (match_linear(out, node) for node in list(out.graph.nodes))
+    layers = tuple(rewriter.rewrite(site) for site in sites if site is not None)
+    _erase_dead_weights(out)
+    out.graph.lint()
+    out.recompile()
+    out.sparsepass_report = Report(layers)
+    log.info("sparsify_graph rewrote %d of %d linear layers", out.sparsepass_report.rewritten, len(layers))
+    return out

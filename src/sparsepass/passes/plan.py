@@ -1,0 +1,136 @@
+"""The planner: from a weight's Structure to a kernel, or to "stay dense" with a reason.
+
+Every candidate is priced by a small cost model: the multiply-adds a kernel
+really performs (the stored elements of its BSR form times the rows of X),
+divided by how close that kernel's loop layout gets to the CPU's FMA peak.
+The efficiencies are measured numbers (benchmarks/bench_linear.py prints them)
+and live in one frozen `CostModel`, so they are data rather than branches.
+A layer stays dense unless the best sparse kernel is estimated faster than
+PyTorch's dense linear by at least ``CostModel.min_speedup``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from sparsepass.codegen.spec import KernelSpec
+from sparsepass.codegen.target import is_cuda
+from sparsepass.passes.analysis import Structure
+
+#: Rows of X assumed when the caller does not know the batch (BERT-base's 128 tokens).
+DEFAULT_TOKENS = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class CostModel:
+    """Efficiencies (fraction of FMA peak) measured on an AVX-512 CPU, one thread.
+
+    rows_full_vector : "rows" layout when a block's R rows fill whole vectors (R % 16 == 0)
+    rows_part_vector : "rows" layout per filled lane when R < 16 (R=8 -> half of this)
+    tokens : "tokens" layout (broadcast weight, vector of tokens), by block height 1/2/4/8+
+    dense : PyTorch's dense float32 linear
+    call_overhead : fixed cost of one kernel call, in multiply-adds at peak
+    min_speedup : a sparse kernel must beat dense by this factor to be chosen
+    """
+
+    rows_full_vector: float = 0.95
+    rows_part_vector: float = 0.85
+    tokens: tuple[float, ...] = (0.25, 0.3, 0.38, 0.4)
+    dense: float = 0.8
+    call_overhead: float = 2.0e5
+    min_speedup: float = 1.15
+    vector_lanes: int = 16
+
+    def rows_efficiency(self, r: int) -> float:
+        if r % self.vector_lanes == 0:
+            return self.rows_full_vector
+        lanes = min(r, self.vector_lanes)
+        return self.rows_part_vector * lanes / self.vector_lanes
+
+    def tokens_efficiency(self, r: int) -> float:
+        return self.tokens[min(int(math.log2(r)), len(self.tokens) - 1)]
+
+
+DEFAULT_COST = CostModel()
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """What the planner chose for one layer.
+
+    kernel : the spec of the chosen sparse kernel, or None to stay dense
+    reason : why, in words a user can act on
+    dense_cost, sparse_cost : the model's estimates (multiply-adds at peak)
+    """
+
+    kernel: KernelSpec | None
+    reason: str
+    dense_cost: float = 0.0
+    sparse_cost: float = 0.0
+
+    @property
+    def estimated_speedup(self) -> float:
+        return self.dense_cost / self.sparse_cost if self.sparse_cost else 1.0
+
+
+def _tile(layout: str, r: int) -> int:
+    """Register tile: about 16 accumulator vectors (AVX-512 has 32 registers)."""
+    vectors_per_row = max(1, r // 16)
+    if layout == "rows":
+        return max(1, 16 // vectors_per_row) if r >= 16 else 16
+    return 64 if r == 1 else 32
+
+
+def _candidates(structure: Structure, tokens: int, cost: CostModel):
+    for fit in structure.fits:
+        r, c = fit.shape
+        work = max(fit.stored, 1) * tokens
+        if r >= 8:
+            yield work / cost.rows_efficiency(r) + cost.call_overhead, "rows", fit
+        if r <= 8:
+            yield work / cost.tokens_efficiency(r) + cost.call_overhead, "tokens", fit
+
+
+def _dense(reason: str, dense_cost: float = 0.0, sparse_cost: float = 0.0) -> Decision:
+    return Decision(None, reason, dense_cost, sparse_cost)
+
+
+def choose(
+    structure: Structure,
+    target: dict,
+    *,
+    tokens: int = DEFAULT_TOKENS,
+    epilogue: str = "none",
+    cost: CostModel = DEFAULT_COST,
+) -> Decision:
+    """Choose the kernel for a linear layer with weight ``structure`` on ``target``."""
+    if structure.dtype != "float32":
+        return _dense(f"weight dtype is {structure.dtype}; sparse kernels are float32 only")
+    if not structure.finite:
+        return _dense("weight holds NaN or Inf; kept dense so results match PyTorch exactly")
+    if is_cuda(target):
+        return _dense("no CUDA BSR kernel is available for this target yet")
+    n, k = structure.shape
+    dense_cost = n * k * tokens / cost.dense
+    sparse_cost, layout, fit = min(  # ties go to the coarser block
+        _candidates(structure, tokens, cost), key=lambda c: (c[0], -c[2].rows * c[2].cols))
+    if sparse_cost * cost.min_speedup > dense_cost:
+        return _dense(
+            f"density {structure.density:.2f}: best sparse kernel ({fit.rows}x{fit.cols} "
+            f"{layout}) estimated only {dense_cost / sparse_cost:.2f}x faster than dense",
+            dense_cost,
+            sparse_cost,
+        )
+    spec = KernelSpec.make(
+        out_features=n,
+        in_features=k,
+        block=fit.shape,
+        layout=layout,
+        tile=_tile(layout, fit.rows),
+        epilogue=epilogue,
+        target=target,
+    )
+    fill = structure.nnz / fit.stored if fit.stored else 1.0
+    reason = f"BSR {fit.rows}x{fit.cols} ({layout}), {fit.blocks} blocks, fill {fill:.2f}"
+    return Decision(spec, reason, dense_cost, sparse_cost)
