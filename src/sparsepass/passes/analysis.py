@@ -162,14 +162,19 @@ def _coarsest_exact(fits: tuple[BlockFit, ...], nnz: int) -> tuple[int, int]:
 
 
 def _n_m(nonzero: np.ndarray) -> tuple[int, int] | None:
+    """The tightest n:m (m in 4, 8; n <= m/2) that every row group satisfies, else None."""
     rows, cols = nonzero.shape
+    found = []
     for m in (4, 8):
         if cols % m or cols == 0:
             continue
         n = int(nonzero.reshape(rows, cols // m, m).sum(axis=2).max())
         if 0 < n <= m // 2:
-            return (n, m)
-    return None
+            found.append((n / m, m, n))
+    if not found:
+        return None
+    _, m, n = min(found)
+    return (n, m)
 
 
 def detect(weight: Any) -> Structure:

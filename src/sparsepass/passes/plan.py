@@ -39,7 +39,7 @@ class CostModel:
     tokens: tuple[float, ...] = (0.25, 0.3, 0.38, 0.4)
     dense: float = 0.8
     call_overhead: float = 2.0e5
-    min_speedup: float = 1.15
+    min_speedup: float = 1.25
     vector_lanes: int = 16
 
     def rows_efficiency(self, r: int) -> float:
@@ -109,6 +109,8 @@ def choose(
         return _dense(f"weight dtype is {structure.dtype}; sparse kernels are float32 only")
     if not structure.finite:
         return _dense("weight holds NaN or Inf; kept dense so results match PyTorch exactly")
+    if structure.kind == "dense":
+        return _dense("weight has no zeros")
     if is_cuda(target):
         return _dense("no CUDA BSR kernel is available for this target yet")
     n, k = structure.shape

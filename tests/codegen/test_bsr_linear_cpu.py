@@ -1,0 +1,55 @@
+"""The generated CPU kernels equal a dense reference, for every layout, block and epilogue."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sparsepass.codegen.bsr_format import to_bsr
+from sparsepass.codegen.build import primfunc
+from sparsepass.codegen.spec import EPILOGUES, KernelSpec
+from sparsepass.codegen.target import canonical_target
+from sparsepass.ops.torch_ops import bsr_linear
+from sparsepass.testing import assert_linear_close
+from sparsepass.testing import strategies as sps
+
+ACTIVATIONS = {"none": lambda y: y, "relu": F.relu, "gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh}
+
+
+def run_kernel(weight, bias, x, block, layout, tile, epilogue="none"):
+    spec = KernelSpec.make(out_features=weight.shape[0], in_features=weight.shape[1], block=block,
+                           layout=layout, tile=tile, epilogue=epilogue, target=canonical_target())
+    packed = to_bsr(weight.numpy(), block, spec.parts, None if bias is None else bias.numpy())
+    arrays = [torch.from_numpy(getattr(packed, f)) for f in ("data", "indices", "indptr", "parts", "bias")]
+    return bsr_linear(x, *arrays, spec.to_json(), "test")
+
+
+@given(sps.pruned_weights(max_side=80), st.integers(1, 37), st.booleans(),
+       st.sampled_from(["rows", "tokens"]), st.sampled_from([1, 4, 8, 16, 32]))
+def test_kernel_equals_dense(case, rows, with_bias, layout, tile):
+    weight, block, _ = case
+    x = torch.randn(rows, weight.shape[1])
+    bias = torch.randn(weight.shape[0]) if with_bias else None
+    y = run_kernel(weight, bias, x, block, layout, tile)
+    assert_linear_close(y, F.linear(x, weight, bias), x, weight, bias)
+
+
+@pytest.mark.parametrize("epilogue", [e for e in EPILOGUES if e != "none"])
+@pytest.mark.parametrize("layout", ["rows", "tokens"])
+def test_epilogues(epilogue, layout):
+    weight = torch.randn(40, 24) * torch.from_numpy(sps.block_mask(40, 24, (8, 1), 0.5, 3))
+    bias, x = torch.randn(40), torch.randn(19, 24)
+    y = run_kernel(weight, bias, x, (8, 1), layout, 8, epilogue)
+    expected = ACTIVATIONS[epilogue](F.linear(x, weight, bias))
+    # Activations are 1-Lipschitz with bounded slope; their own rounding adds a few ulps.
+    pre = F.linear(x, weight, bias)
+    torch.testing.assert_close(y, expected, rtol=4 * torch.finfo(torch.float32).eps * 8,
+                               atol=float((pre.abs().max() + 1) * 1e-6))
+
+
+def test_generated_function_is_marked():
+    spec = KernelSpec.make(out_features=64, in_features=32, block=(32, 1), layout="rows", tile=8,
+                           target=canonical_target())
+    func = primfunc(spec)
+    assert func.attrs["sparsepass.kernel"] == "bsr_linear.rows"

@@ -1,0 +1,207 @@
+"""sparsify_graph on linear layers: equal outputs for every call form, shape and structure."""
+
+import copy
+
+import pytest
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sparsepass import SparsifyError, passes
+from sparsepass.passes.plan import CostModel
+from sparsepass.testing import assert_linear_close, linear_error_bound
+from sparsepass.testing import strategies as sps
+
+#: Rewrite every layer that has zeros, so the kernels run even where dense would win.
+ALWAYS = passes.SparsifyOptions(cost=CostModel(min_speedup=0.0))
+
+
+class ModuleCall(nn.Module):
+    def __init__(self, linear):
+        super().__init__()
+        self.fc = linear
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+class FunctionalCall(nn.Module):
+    def __init__(self, linear):
+        super().__init__()
+        self.weight = nn.Parameter(linear.weight.detach().clone())
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone())
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+
+class MatmulTransposed(FunctionalCall):
+    def forward(self, x):
+        y = x @ self.weight.t()
+        return y if self.bias is None else y + self.bias
+
+
+class MatmulStored(nn.Module):
+    """``torch.matmul(x, W)`` with W stored as [in, out]."""
+
+    def __init__(self, linear):
+        super().__init__()
+        self.w_in_out = nn.Parameter(linear.weight.detach().t().contiguous())
+
+    def forward(self, x):
+        return torch.matmul(x, self.w_in_out)
+
+
+FORMS = [ModuleCall, FunctionalCall, MatmulTransposed, MatmulStored]
+
+
+@given(sps.pruned_linears(max_side=72), st.sampled_from(FORMS), sps.leading_dims())
+def test_sparsified_equals_dense(linear, form, lead):
+    model = form(linear).eval()
+    gm = fx.symbolic_trace(model)
+    x = torch.randn(*lead, linear.in_features)
+    fast = passes.sparsify_graph(gm, options=ALWAYS)
+    expected = model(x)
+    bias = None if form is MatmulStored else linear.bias
+    assert_linear_close(fast(x), expected, x, linear.weight, bias)
+    has_zeros = bool((linear.weight == 0).any())
+    assert fast.sparsepass_report.rewritten == int(has_zeros)
+
+
+def test_shared_weight_is_packed_once():
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(64, 32) * torch.from_numpy(sps.block_mask(64, 32, (16, 1), 0.2, 1)))
+
+        def forward(self, x):
+            return F.linear(x, self.w) + F.linear(x * 2, self.w)
+
+    model = Shared().eval()
+    fast = passes.sparsify_graph(fx.symbolic_trace(model), options=ALWAYS)
+    x = torch.randn(5, 32)
+    # Sum of two linears: each within its bound, plus one rounding of the add.
+    bound = linear_error_bound(x, model.w) + linear_error_bound(2 * x, model.w)
+    bound += torch.finfo(torch.float32).eps * model(x).abs()
+    assert ((fast(x) - model(x)).abs() <= bound).all()
+    assert fast.sparsepass_report.rewritten == 2
+    data_buffers = [n for n, _ in fast.named_buffers() if n.endswith("_data")]
+    assert len(data_buffers) == 1
+    assert not hasattr(fast, "w")  # the dense weight is gone
+
+
+def block_sparse_model(n=256, k=128, density=0.1):
+    linear = nn.Linear(k, n)
+    with torch.no_grad():
+        linear.weight.mul_(torch.from_numpy(sps.block_mask(n, k, (32, 1), density, 0)))
+    return ModuleCall(linear).eval()
+
+
+def test_input_graph_is_not_mutated_and_report_is_attached():
+    gm = fx.symbolic_trace(block_sparse_model())
+    before = gm.code
+    fast = passes.sparsify_graph(gm)
+    assert gm.code == before and hasattr(gm, "fc")
+    assert fast.sparsepass_report.rewritten == 1
+    layer = fast.sparsepass_report["fc"]
+    assert layer.kernel == "bsr 32x1 rows" and layer.structure == "block 32x1"
+    assert "fc" in str(fast.sparsepass_report)
+    node = next(n for n in fast.graph.nodes if n.target is torch.ops.sparsepass.bsr_linear.default)
+    assert node.meta["sparsepass"] is layer
+
+
+def test_running_twice_equals_once():
+    gm = fx.symbolic_trace(block_sparse_model())
+    once = passes.sparsify_graph(gm)
+    twice = passes.sparsify_graph(once)
+    assert twice.code == once.code and twice.sparsepass_report.rewritten == 0
+    x = torch.randn(3, 128)
+    torch.testing.assert_close(twice(x), once(x), rtol=0, atol=0)
+
+
+def test_dense_model_is_unchanged():
+    model = ModuleCall(nn.Linear(64, 64)).eval()
+    gm = fx.symbolic_trace(model)
+    fast = passes.sparsify_graph(gm)
+    assert fast.sparsepass_report.rewritten == 0
+    assert fast.sparsepass_report["fc"].reason == "weight has no zeros"
+    x = torch.randn(4, 64)
+    torch.testing.assert_close(fast(x), model(x), rtol=0, atol=0)
+
+
+# --- bad input: a clear error naming the layer, or dense with the reason ---------------------
+
+
+def test_training_mode_is_refused_naming_the_module():
+    model = block_sparse_model()
+    model.train()
+    with pytest.raises(SparsifyError, match="training mode"):
+        passes.sparsify_graph(fx.symbolic_trace(model))
+
+
+def test_wrong_input_width_names_the_layer():
+    fast = passes.sparsify_graph(fx.symbolic_trace(block_sparse_model()))
+    with pytest.raises(SparsifyError, match=r"layer fc: input of shape \(2, 100\)"):
+        fast(torch.randn(2, 100))
+
+
+def test_non_float32_input_names_the_layer():
+    fast = passes.sparsify_graph(fx.symbolic_trace(block_sparse_model()))
+    with pytest.raises(SparsifyError, match="layer fc: input dtype is torch.float64"):
+        fast(torch.randn(2, 128, dtype=torch.float64))
+
+
+def test_non_constant_weight_stays_dense_with_reason():
+    class Dynamic(nn.Module):
+        def forward(self, x, w):
+            return F.linear(x, w)
+
+    fast = passes.sparsify_graph(fx.symbolic_trace(Dynamic().eval()))
+    [layer] = fast.sparsepass_report
+    assert layer.kernel == "dense" and "not a constant" in layer.reason
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64, torch.bfloat16])
+def test_non_float32_weight_stays_dense_with_reason(dtype):
+    model = block_sparse_model().to(dtype)
+    fast = passes.sparsify_graph(fx.symbolic_trace(model))
+    assert fast.sparsepass_report["fc"].kernel == "dense"
+    assert str(dtype) in fast.sparsepass_report["fc"].reason
+
+
+def test_nan_weight_stays_dense_and_matches():
+    model = block_sparse_model()
+    with torch.no_grad():
+        model.fc.weight[0, 0] = float("nan")
+    fast = passes.sparsify_graph(fx.symbolic_trace(model))
+    assert fast.sparsepass_report["fc"].kernel == "dense"
+    x = torch.randn(2, 128)
+    torch.testing.assert_close(fast(x), model(x), equal_nan=True, rtol=0, atol=0)
+
+
+def test_not_a_graph_module_is_refused():
+    with pytest.raises(SparsifyError, match="GraphModule"):
+        passes.sparsify_graph(block_sparse_model())
+
+
+# --- the result keeps working under PyTorch's other tools -------------------------------------
+
+
+def test_result_runs_under_export_and_compile():
+    model = block_sparse_model()
+    fast = passes.sparsify_graph(fx.symbolic_trace(model))
+    x = torch.randn(4, 128)
+    expected = fast(x)
+    exported = torch.export.export(fast, (x,)).module()
+    torch.testing.assert_close(exported(x), expected, rtol=0, atol=0)
+    compiled = torch.compile(fast, backend="eager")
+    torch.testing.assert_close(compiled(x), expected, rtol=0, atol=0)
+
+
+def test_result_survives_deepcopy():
+    fast = passes.sparsify_graph(fx.symbolic_trace(block_sparse_model()))
+    x = torch.randn(4, 128)
+    torch.testing.assert_close(copy.deepcopy(fast)(x), fast(x), rtol=0, atol=0)

@@ -1,0 +1,60 @@
+"""The planner picks a sparse kernel only where it should win, and always says why."""
+
+import numpy as np
+
+from sparsepass.codegen.target import canonical_target
+from sparsepass.passes.analysis import detect
+from sparsepass.passes.plan import choose
+from sparsepass.testing import strategies as sps
+
+HOST = canonical_target()
+
+
+def pruned(n, k, block, density, dtype=np.float32):
+    mask = sps.block_mask(n, k, block, density, 0)
+    return (np.random.default_rng(0).standard_normal((n, k)) * mask).astype(dtype)
+
+
+def test_bert_ffn_32x1_at_10_percent_uses_32x1_rows():
+    decision = choose(detect(pruned(3072, 768, (32, 1), 0.1)), HOST)
+    assert decision.kernel is not None
+    assert decision.kernel.block == (32, 1) and decision.kernel.layout == "rows"
+    assert decision.estimated_speedup > 5
+    assert "32x1" in decision.reason
+
+
+def test_dense_weight_stays_dense_with_reason():
+    decision = choose(detect(pruned(256, 256, (1, 1), 1.0)), HOST)
+    assert decision.kernel is None and "no zeros" in decision.reason
+
+
+def test_barely_sparse_weight_stays_dense_with_reason():
+    decision = choose(detect(pruned(256, 256, (1, 1), 0.6)), HOST)
+    assert decision.kernel is None and "faster than dense" in decision.reason
+
+
+def test_half_dense_unstructured_stays_dense():
+    decision = choose(detect(pruned(768, 768, (1, 1), 0.5)), HOST)
+    assert decision.kernel is None
+
+
+def test_float16_weight_stays_dense():
+    decision = choose(detect(pruned(64, 64, (4, 1), 0.1, np.float16)), HOST)
+    assert decision.kernel is None and "float16" in decision.reason
+
+
+def test_nan_weight_stays_dense():
+    w = pruned(64, 64, (4, 1), 0.1)
+    w[0, 0] = np.nan
+    decision = choose(detect(w), HOST)
+    assert decision.kernel is None and "NaN" in decision.reason
+
+
+def test_all_zero_weight_is_sparse():
+    decision = choose(detect(np.zeros((128, 64), np.float32)), HOST)
+    assert decision.kernel is not None
+
+
+def test_cuda_target_is_dense_until_a_cuda_kernel_exists():
+    decision = choose(detect(pruned(256, 256, (32, 1), 0.1)), canonical_target("cuda"))
+    assert decision.kernel is None and "CUDA" in decision.reason
