@@ -1,5 +1,8 @@
 """The on-disk kernel cache: compiled libraries keyed by a hash of what made them.
 
+What made a library: the kernel spec (shape, block, layout, tile, epilogue,
+target), the sparsepass and TVM versions, and the generators' source code.
+
 An entry is ``<key>.so`` plus ``<key>.json`` holding the spec, the versions
 that built it and the library's sha256. An entry is used only when all of
 them match; a missing, corrupt, truncated or stale entry is rebuilt, never
@@ -9,6 +12,7 @@ crashed or concurrent writer never leaves a half-written library behind.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -35,8 +39,18 @@ def cache_dir() -> Path:
     return Path(base) / "sparsepass" / "kernels"
 
 
+@functools.cache
+def generator_fingerprint() -> str:
+    """Hash of the code generators' sources: editing a generator invalidates its kernels."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _provenance(spec: KernelSpec) -> dict:
-    return {"spec": spec.to_json(), "sparsepass": __version__, "tvm": tvm.__version__}
+    return {"spec": spec.to_json(), "sparsepass": __version__, "tvm": tvm.__version__,
+            "generators": generator_fingerprint()}
 
 
 def cache_key(spec: KernelSpec) -> str:

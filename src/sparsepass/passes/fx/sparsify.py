@@ -27,6 +27,7 @@ from sparsepass.codegen.target import canonical_target
 from sparsepass.errors import SparsifyError
 from sparsepass.ops import torch_ops  # noqa: F401  (registers torch.ops.sparsepass)
 from sparsepass.passes.analysis import Structure, detect
+from sparsepass.passes.fx.activations import fusable_activation
 from sparsepass.passes.fx.match import LinearSite, match_linear
 from sparsepass.passes.plan import DEFAULT_COST, DEFAULT_TOKENS, CostModel, Decision, choose
 from sparsepass.passes.report import LayerReport, Report
@@ -43,10 +44,13 @@ class SparsifyOptions:
 
     tokens : rows of X the planner assumes when no example inputs are given
     cost : the planner's cost model
+    fuse_activations : fold a ReLU/GELU/SiLU/tanh that alone consumes a rewritten
+        layer into its kernel's epilogue
     """
 
     tokens: int = DEFAULT_TOKENS
     cost: CostModel = DEFAULT_COST
+    fuse_activations: bool = True
 
 
 _TRAINING_MSG = ("is in training mode; call model.eval() before capturing it (sparse kernels are "
@@ -106,6 +110,11 @@ def _buffer_prefix(gm: fx.GraphModule, name: str) -> str:
     return prefix
 
 
+def _kernel_label(spec) -> str:
+    label = f"bsr {spec.block[0]}x{spec.block[1]} {spec.layout}"
+    return label if spec.epilogue == "none" else f"{label} +{spec.epilogue}"
+
+
 class _Rewriter:
     """Rewrites the sites of one GraphModule; holds the per-call packing caches."""
 
@@ -121,12 +130,20 @@ class _Rewriter:
                                           else site.weight)
         return self.structures[key]
 
-    def decide(self, site: LinearSite, structure: Structure) -> Decision:
+    def decide(self, site: LinearSite, structure: Structure, epilogue: str) -> Decision:
         if site.weight.dtype != torch.float32:
             return Decision(None, f"weight dtype is {site.weight.dtype}; sparse kernels are float32 only")
         x_name = site.x.name if isinstance(site.x, fx.Node) else ""
         tokens = self.tokens.get(x_name, self.options.tokens)
-        return choose(structure, self.target, tokens=max(tokens, 1), cost=self.options.cost)
+        return choose(structure, self.target, tokens=max(tokens, 1), epilogue=epilogue,
+                      cost=self.options.cost)
+
+    def activation(self, site: LinearSite) -> tuple[fx.Node | None, str]:
+        """The activation to fold into the kernel: only after a constant (or no) bias."""
+        found = fusable_activation(self.gm, site.node) if self.options.fuse_activations else None
+        if found is None or site.bias_node is not None:
+            return None, "none"
+        return found
 
     def pack(self, site: LinearSite, decision: Decision) -> list[str]:
         spec = decision.kernel
@@ -146,19 +163,20 @@ class _Rewriter:
         if site.why_dense:
             return LayerReport(site.name, site.rule, (), "-", None, "dense", site.why_dense)
         structure = self.structure(site)
-        decision = self.decide(site, structure)
+        activation, epilogue = self.activation(site)
+        decision = self.decide(site, structure, epilogue)
         report = LayerReport(
             site.name, site.rule, structure.shape, structure.summary(), structure.density,
-            "dense" if decision.kernel is None else
-            f"bsr {decision.kernel.block[0]}x{decision.kernel.block[1]} {decision.kernel.layout}",
+            "dense" if decision.kernel is None else _kernel_label(decision.kernel),
             decision.reason,
             decision.estimated_speedup if decision.sparse_cost else None,
         )
         if decision.kernel is not None:
-            self.splice(site, decision, report)
+            self.splice(site, decision, report, activation)
         return report
 
-    def splice(self, site: LinearSite, decision: Decision, report: LayerReport) -> None:
+    def splice(self, site: LinearSite, decision: Decision, report: LayerReport,
+               activation: fx.Node | None) -> None:
         graph, node = self.gm.graph, site.node
         names = self.pack(site, decision)
         with graph.inserting_before(node):
@@ -169,9 +187,12 @@ class _Rewriter:
             )
             if site.bias_node is not None:
                 new = graph.call_function(torch.add, (new, site.bias_node))
-        new.meta.update({k: v for k, v in node.meta.items() if k != META_KEY})
+        last = activation if activation is not None else node
+        new.meta.update({k: v for k, v in last.meta.items() if k != META_KEY})
         new.meta[META_KEY] = report
-        node.replace_all_uses_with(new)
+        last.replace_all_uses_with(new)
+        if activation is not None:
+            graph.erase_node(activation)
         graph.erase_node(node)
 
 

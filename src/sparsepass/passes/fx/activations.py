@@ -1,0 +1,56 @@
+"""Activations that can be folded into a sparse kernel's epilogue, at every graph level.
+
+``fusable_activation(gm, node)`` returns the single activation node that
+consumes ``node`` and its epilogue name, or None when there is none or it
+cannot be fused (other users of ``node``, an approximate GELU, ...).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+aten = torch.ops.aten
+
+_FUNCTIONS = {
+    F.relu: "relu", torch.relu: "relu", aten.relu.default: "relu",
+    F.gelu: "gelu", aten.gelu.default: "gelu",
+    F.silu: "silu", aten.silu.default: "silu",
+    torch.tanh: "tanh", F.tanh: "tanh", aten.tanh.default: "tanh",
+}
+_MODULES = {nn.ReLU: "relu", nn.GELU: "gelu", nn.SiLU: "silu", nn.Tanh: "tanh"}
+_METHODS = {"relu": "relu", "tanh": "tanh"}
+
+
+def _exact_gelu(node: fx.Node, gm: fx.GraphModule) -> bool:
+    if node.op == "call_module":
+        return gm.get_submodule(node.target).approximate == "none"
+    approximate = node.kwargs.get("approximate", node.args[1] if len(node.args) > 1 else "none")
+    return approximate == "none"
+
+
+def _activation_name(node: fx.Node, gm: fx.GraphModule) -> str | None:
+    if node.op == "call_function":
+        name = _FUNCTIONS.get(node.target)
+    elif node.op == "call_method":
+        name = _METHODS.get(node.target)
+    elif node.op == "call_module":
+        name = _MODULES.get(type(gm.get_submodule(node.target)))
+    else:
+        name = None
+    if name == "gelu" and not _exact_gelu(node, gm):
+        return None
+    return name
+
+
+def fusable_activation(gm: fx.GraphModule, node: fx.Node) -> tuple[fx.Node, str] | None:
+    """The activation that alone consumes ``node`` (as its first argument), and its name."""
+    if len(node.users) != 1:
+        return None
+    [user] = node.users
+    if not user.args or user.args[0] is not node:
+        return None
+    name = _activation_name(user, gm)
+    return (user, name) if name else None

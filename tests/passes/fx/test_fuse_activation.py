@@ -1,0 +1,110 @@
+"""Activations after a rewritten linear are folded into its kernel, and outputs stay equal."""
+
+import pytest
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+from sparsepass import passes
+from sparsepass.codegen.epilogue import ERROR_BOUNDS
+from sparsepass.testing import linear_error_bound
+from sparsepass.testing import strategies as sps
+
+#: How much each activation can stretch a difference in its input (its largest slope).
+LIPSCHITZ = {"relu": 1.0, "gelu": 1.13, "silu": 1.1, "tanh": 1.0}
+
+
+def pruned_linear(n=96, k=64, bias=True):
+    linear = nn.Linear(k, n, bias=bias)
+    with torch.no_grad():
+        linear.weight.mul_(torch.from_numpy(sps.block_mask(n, k, (16, 1), 0.2, 7)))
+    return linear
+
+
+class Functional(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fc, self.fn = pruned_linear(), fn
+
+    def forward(self, x):
+        return self.fn(self.fc(x))
+
+
+class Module(nn.Module):
+    def __init__(self, act):
+        super().__init__()
+        self.fc, self.act = pruned_linear(), act
+
+    def forward(self, x):
+        return self.act(self.fc(x))
+
+
+CASES = [
+    ("relu", lambda: Functional(F.relu)), ("relu", lambda: Functional(torch.relu)),
+    ("relu", lambda: Module(nn.ReLU())), ("gelu", lambda: Functional(F.gelu)),
+    ("gelu", lambda: Module(nn.GELU())), ("silu", lambda: Functional(F.silu)),
+    ("silu", lambda: Module(nn.SiLU())), ("tanh", lambda: Functional(torch.tanh)),
+    ("tanh", lambda: Module(nn.Tanh())),
+]
+
+
+def assert_activation_close(name, actual, model, x):
+    pre = model.fc(x)
+    a, b = ERROR_BOUNDS[name]
+    bound = (LIPSCHITZ[name] * linear_error_bound(x, model.fc.weight) + a + b * pre.abs()
+             + torch.finfo(torch.float32).eps * (pre.abs() + 1))
+    assert ((actual - model(x)).abs() <= bound).all()
+
+
+@pytest.mark.parametrize("name,make", CASES)
+def test_activation_is_fused_and_equal(name, make):
+    model = make().eval()
+    fast = passes.sparsify_graph(fx.symbolic_trace(model))
+    assert fast.sparsepass_report["fc"].kernel.endswith(f"+{name}")
+    assert sum(1 for n in fast.graph.nodes if n.op in ("call_function", "call_module", "call_method")) == 1
+    x = torch.randn(7, 3, 64) * 3
+    assert_activation_close(name, fast(x), model, x)
+
+
+@pytest.mark.parametrize("name", ["gelu", "relu"])
+def test_fused_at_aten_level(name):
+    model = Functional(F.gelu if name == "gelu" else F.relu).eval()
+    x = torch.randn(5, 64)
+    gm = torch.export.export(model, (x,)).module()
+    fast = passes.sparsify_graph(gm)
+    assert fast.sparsepass_report[0].kernel.endswith(f"+{name}")
+    assert_activation_close(name, fast(x), model, x)
+
+
+def test_approximate_gelu_is_not_fused():
+    model = Functional(lambda y: F.gelu(y, approximate="tanh")).eval()
+    fast = passes.sparsify_graph(fx.symbolic_trace(model))
+    assert "+" not in fast.sparsepass_report["fc"].kernel
+
+
+def test_activation_not_fused_when_linear_output_has_other_users():
+    class TwoUsers(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = pruned_linear()
+
+        def forward(self, x):
+            y = self.fc(x)
+            return F.relu(y) + y
+
+    model = TwoUsers().eval()
+    fast = passes.sparsify_graph(fx.symbolic_trace(model))
+    assert fast.sparsepass_report["fc"].kernel == "bsr 16x1 rows"
+    x = torch.randn(4, 64)
+    expected = model(x)
+    # relu(y) + y: each term within the linear bound, plus one rounding of the add.
+    bound = 2 * linear_error_bound(x, model.fc.weight) + torch.finfo(torch.float32).eps * expected.abs()
+    assert ((fast(x) - expected).abs() <= bound).all()
+
+
+def test_fusion_can_be_turned_off():
+    model = Functional(F.relu).eval()
+    fast = passes.sparsify_graph(fx.symbolic_trace(model),
+                                 options=passes.SparsifyOptions(fuse_activations=False))
+    assert fast.sparsepass_report["fc"].kernel == "bsr 16x1 rows"
