@@ -10,7 +10,9 @@ no schedule (the loops are written already tiled, unrolled and vectorised):
 - "tokens": X is transposed into a workspace first; a tile of ``tile`` tokens
   is the vector and each stored weight is broadcast. For short blocks (1xC,
   4x4) and unstructured weights, where a block's rows are too few to fill a
-  vector.
+  vector. Results go to a transposed workspace with vector stores and are
+  transposed into Y in square tiles at the end (scattered scalar stores, or a
+  scalar transpose, cost twice the multiply-adds; a gathered one is cheap).
 
 Both are parallel over (row tile, part), where parts split block rows into
 pieces of equal work, so any contiguous share of the loop is balanced.
@@ -24,6 +26,9 @@ from sparsepass.codegen.tvm_api import T, tirx
 
 #: Name of the generated function inside its module.
 ENTRY = "bsr_linear"
+
+#: Side of the square tiles in which the "tokens" layout transposes its output.
+TRANSPOSE_TILE = 16
 
 
 def generate(spec: KernelSpec):
@@ -104,19 +109,7 @@ def _tokens_kernel(spec: KernelSpec):
     kp = -(-k // c) * c  # K padded to whole block columns (zeros in the workspace)
     act = epilogue_fn(spec.epilogue)
 
-    def in_bounds(Y, m, row, check_tokens):
-        # Built in Python so that checks known to pass vanish from the code.
-        cond = row < n if n % r else True
-        if check_tokens:
-            cond = (m < Y.shape[0]) if cond is True else tirx.all(cond, m < Y.shape[0])
-        return cond
-
-    @T.macro
-    def store(Y, acc, m0, bn, check_tokens):
-        for v in T.unroll(r):
-            for u in range(tile):
-                if in_bounds(Y, m0 + u, bn * r + v, check_tokens):
-                    Y[m0 + u, bn * r + v] = act(acc[v, u])
+    sq = TRANSPOSE_TILE
 
     @T.prim_func
     def kernel(x: T.handle, d: T.handle, ind: T.handle, ptr: T.handle, prt: T.handle,
@@ -132,7 +125,9 @@ def _tokens_kernel(spec: KernelSpec):
         parts = T.match_buffer(prt, (nparts + 1,), "int32", align=4)
         bias = T.match_buffer(bi, (nb * r,), "float32", align=4)
         Y = T.match_buffer(y, (M, n), "float32", align=4, offset_factor=1)
+        # Workspaces: X transposed (tokens contiguous, zero-padded) and Y transposed.
         xt = T.alloc_buffer((kp, (M + tile - 1) // tile * tile), "float32")
+        yt = T.alloc_buffer((nb * r, (M + tile - 1) // tile * tile), "float32")
         for kb in T.parallel((kp + 15) // 16):
             for m in range((M + tile - 1) // tile * tile):
                 for kk in range(16):
@@ -153,9 +148,20 @@ def _tokens_kernel(spec: KernelSpec):
                             for u in T.vectorized(tile):
                                 acc[v, u] = acc[v, u] + data[indptr[bn] + j, cc, v] * xt[
                                     indices[indptr[bn] + j] * c + cc, t // nparts * tile + u]
-                if t // nparts < M // tile:
-                    store(Y, acc, t // nparts * tile, bn, False)
-                else:
-                    store(Y, acc, t // nparts * tile, bn, True)
+                for v in T.unroll(r):
+                    for u in T.vectorized(tile):
+                        yt[bn * r + v, t // nparts * tile + u] = act(acc[v, u])
+        # Whole 16 x 16 tiles: a strided vector load (gather) per row; scalar edges.
+        for mb in T.parallel(M // sq):
+            for nt in range(n // sq):
+                for mm in range(sq):
+                    for nn in T.vectorized(sq):
+                        Y[mb * sq + mm, nt * sq + nn] = yt[nt * sq + nn, mb * sq + mm]
+            for mm in range(sq):
+                for nn in range(n % sq):
+                    Y[mb * sq + mm, n // sq * sq + nn] = yt[n // sq * sq + nn, mb * sq + mm]
+        for mm in range(M % sq):
+            for col in range(n):
+                Y[M // sq * sq + mm, col] = yt[col, M // sq * sq + mm]
 
     return kernel

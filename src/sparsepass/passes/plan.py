@@ -36,7 +36,7 @@ class CostModel:
 
     rows_full_vector: float = 0.95
     rows_part_vector: float = 0.85
-    tokens: tuple[float, ...] = (0.25, 0.3, 0.38, 0.4)
+    tokens: tuple[float, ...] = (0.45, 0.7, 0.85, 0.85)
     dense: float = 0.8
     call_overhead: float = 2.0e5
     min_speedup: float = 1.25
