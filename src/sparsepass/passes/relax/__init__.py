@@ -1,0 +1,10 @@
+"""TVM Relax passes: the Relax adapter of the same analysis, planner and kernels.
+
+Each pass is a ``tvm.ir.transform.Pass`` usable inside ``tvm.transform.Sequential``;
+``pipeline(target)`` bundles them with the rest of a fast CPU build.
+"""
+
+from sparsepass.passes.relax.report import report
+from sparsepass.passes.relax.sparsify_linear import SparsifyLinear, SparsifyLinearOptions
+
+__all__ = ["SparsifyLinear", "SparsifyLinearOptions", "report"]

@@ -1,0 +1,181 @@
+"""SparsifyLinear: Relax dense layers with constant weights become call_tir to BSR kernels.
+
+Matches what Relax front ends emit for a linear layer, as one dpl pattern:
+
+    matmul(x, permute_dims(W))  |  matmul(x, W)          (W constant)
+    [add(., b) | add(b, .)]                                (b constant)
+    [reshape(., shape)]  [relu | gelu | silu | tanh]       (folded into the epilogue)
+
+and rewrites it to ``R.call_tir(sparsepass_bsr_..., [x2d, data, indices,
+indptr, parts, bias])`` where the BSR arrays are constants and the PrimFunc
+comes from the same generator the torch.fx path uses. The same analysis and
+planner decide; a layer that stays dense is left exactly as it was. The
+per-layer report is stored as the module attribute ``sparsepass.report``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from sparsepass.codegen.bsr_format import to_bsr
+from sparsepass.codegen.build import primfunc
+from sparsepass.codegen.target import canonical_target
+from sparsepass.passes.analysis import detect
+from sparsepass.passes.plan import DEFAULT_COST, DEFAULT_TOKENS, CostModel, Decision, choose
+from sparsepass.passes.relax.report import append_report
+from sparsepass.passes.report import LayerReport
+from tvm import ir, relax
+from tvm.relax.dpl import is_const, is_op, wildcard, rewrite_call
+
+ACTIVATIONS = {"relax.nn.relu": "relu", "relax.nn.gelu": "gelu", "relax.nn.silu": "silu", "relax.tanh": "tanh"}
+
+
+@dataclasses.dataclass(frozen=True)
+class SparsifyLinearOptions:
+    """Options of SparsifyLinear (TVM 0.27 accepts no new PassContext config keys).
+
+    tokens : rows of X the planner assumes where the shape is symbolic
+    cost : the planner's cost model
+    fuse_activations : fold a following ReLU/GELU/SiLU/tanh into the kernel
+    """
+
+    tokens: int = DEFAULT_TOKENS
+    cost: CostModel = DEFAULT_COST
+    fuse_activations: bool = True
+
+
+class _Pattern:
+    """The dpl pattern of one linear layer, with handles on its parts."""
+
+    def __init__(self, fuse_activations: bool):
+        self.x, self.w, self.b, self.shape = wildcard(), is_const(), is_const(), wildcard()
+        self.w_t = is_op("relax.permute_dims")(self.w)
+        self.mm = is_op("relax.matmul")(self.x, self.w_t) | is_op("relax.matmul")(self.x, self.w)
+        self.add = is_op("relax.add")(self.mm, self.b) | is_op("relax.add")(self.b, self.mm)
+        self.linear = self.add | self.mm
+        self.reshaped = is_op("relax.reshape")(self.linear, self.shape)
+        root = self.linear
+        if fuse_activations:
+            acts = [is_op(name)(self.linear) | is_op(name)(self.reshaped) for name in ACTIVATIONS]
+            self.acts = dict(zip(ACTIVATIONS, acts))
+            for act in acts:
+                root = act | root
+        else:
+            self.acts = {}
+        self.root = root
+
+
+def _numpy(const) -> np.ndarray:
+    return const.value.numpy()
+
+
+def _static_rows(x) -> int | None:
+    shape = x.ty.shape
+    try:
+        return int(np.prod([int(d) for d in shape.values[:-1]]))
+    except (TypeError, AttributeError):
+        return None
+
+
+class _Rewriter:
+    """Rewrites matches in the functions of one module; adds kernels through ``bb``."""
+
+    def __init__(self, bb: relax.BlockBuilder, target: dict, options: SparsifyLinearOptions):
+        self.bb, self.target, self.options = bb, target, options
+        self.kernels: dict = {}
+        # (weight constant, input) -> LayerReport. rewrite_call visits the outermost match
+        # first (activation, then add, then matmul); the later, inner visits of a layer
+        # already decided are left alone (they are dead once the outer one is rewritten).
+        self.layers: dict = {}
+
+    def weight(self, matches, pattern) -> np.ndarray:
+        """The weight as [out_features, in_features]."""
+        w = _numpy(matches[pattern.w])
+        transposed = pattern.w_t in matches
+        return w if transposed else w.T
+
+    def epilogue(self, orig, matches, pattern) -> str:
+        if not isinstance(orig, relax.Call) or orig.op.name not in ACTIVATIONS:
+            return "none"
+        return ACTIVATIONS[orig.op.name]
+
+    def __call__(self, orig, matches):
+        pattern = self.pattern
+        x = matches[pattern.x]
+        weight = self.weight(matches, pattern)
+        if weight.ndim != 2 or x.ty.dtype != "float32" or len(x.ty.shape.values) < 1:
+            return orig
+        bias = _numpy(matches[pattern.b]) if pattern.b in matches else None
+        if bias is not None and (bias.ndim > 1 and bias.size != weight.shape[0]):
+            return orig
+        layer = (matches[pattern.w], x)
+        if layer in self.layers:
+            return orig
+        epilogue = self.epilogue(orig, matches, pattern)
+        structure = detect(weight)
+        rows = _static_rows(x) or self.options.tokens
+        decision = choose(structure, self.target, tokens=rows, epilogue=epilogue, cost=self.options.cost)
+        self.record(layer, structure, decision)
+        if decision.kernel is None:
+            return orig
+        return self.call_kernel(orig, x, weight, None if bias is None else bias.reshape(-1), decision)
+
+    def record(self, layer, structure, decision: Decision) -> None:
+        spec = decision.kernel
+        kernel = "dense" if spec is None else (
+            f"bsr {spec.block[0]}x{spec.block[1]} {spec.layout}" + ("" if spec.epilogue == "none"
+                                                                   else f" +{spec.epilogue}"))
+        self.layers[layer] = LayerReport(
+            f"linear{len(self.layers)}", "relax.matmul", structure.shape, structure.summary(),
+            structure.density, kernel, decision.reason,
+            decision.estimated_speedup if decision.sparse_cost else None)
+
+    def kernel_gvar(self, spec) -> ir.GlobalVar:
+        if spec not in self.kernels:
+            name = f"sparsepass_bsr_{spec.out_features}x{spec.in_features}_{spec.block[0]}x{spec.block[1]}_" \
+                   f"{spec.layout}_{spec.epilogue}"
+            func = primfunc(spec).with_attr("global_symbol", name)
+            self.kernels[spec] = self.bb.add_func(func, name)
+        return self.kernels[spec]
+
+    def call_kernel(self, orig, x, weight, bias, decision: Decision):
+        spec = decision.kernel
+        bsr = to_bsr(weight, spec.block, spec.parts, bias)
+        shape = x.ty.shape.values
+        rows = 1
+        for d in shape[:-1]:
+            rows = rows * d
+        x2d = x if len(shape) == 2 else relax.op.reshape(x, [rows, shape[-1]])
+        consts = [relax.const(getattr(bsr, f)) for f in ("data", "indices", "indptr", "parts", "bias")]
+        out = relax.call_tir(self.kernel_gvar(spec), [x2d, *consts],
+                             out_ty=relax.TensorType([rows, spec.out_features], "float32"))
+        return relax.op.reshape(out, orig.ty.shape)
+
+    def rewrite(self, func: relax.Function) -> relax.Function:
+        self.pattern = _Pattern(self.options.fuse_activations)
+        return rewrite_call(self.pattern.root, self, func)
+
+
+def sparsify_linear_module(mod: ir.IRModule, target, options: SparsifyLinearOptions) -> ir.IRModule:
+    """The transformation behind SparsifyLinear, as a plain function."""
+    bb = relax.BlockBuilder(mod)
+    rewriter = _Rewriter(bb, canonical_target(target), options)
+    for gvar, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            bb.update_func(gvar, rewriter.rewrite(func))
+    return append_report(bb.get(), list(rewriter.layers.values()))
+
+
+def SparsifyLinear(target=None, options: SparsifyLinearOptions = SparsifyLinearOptions()):  # noqa: N802
+    """A Relax module pass: constant-weight linear layers -> generated BSR kernels.
+
+    Usable anywhere in a ``tvm.transform.Sequential``; skipped below opt_level 1
+    and when its name ``sparsepass.SparsifyLinear`` is in PassContext.disabled_pass.
+    """
+
+    def transform(mod: ir.IRModule, _ctx) -> ir.IRModule:
+        return sparsify_linear_module(mod, target, options)
+
+    return ir.transform.module_pass(transform, opt_level=1, name="sparsepass.SparsifyLinear")
