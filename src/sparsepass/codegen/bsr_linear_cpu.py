@@ -78,7 +78,7 @@ def _rows_kernel(spec: KernelSpec):
     @T.prim_func
     def kernel(x: T.handle, d: T.handle, ind: T.handle, ptr: T.handle, prt: T.handle,
                bi: T.handle, y: T.handle):
-        T.func_attr({"global_symbol": ENTRY, "tirx.noalias": True,
+        T.func_attr({"global_symbol": ENTRY, "tirx.noalias": True, "tirx.is_scheduled": True,
                      "sparsepass.kernel": "bsr_linear.rows"})
         M = T.int64()
         NNZB = T.int64()
@@ -114,7 +114,7 @@ def _tokens_kernel(spec: KernelSpec):
     @T.prim_func
     def kernel(x: T.handle, d: T.handle, ind: T.handle, ptr: T.handle, prt: T.handle,
                bi: T.handle, y: T.handle):
-        T.func_attr({"global_symbol": ENTRY, "tirx.noalias": True,
+        T.func_attr({"global_symbol": ENTRY, "tirx.noalias": True, "tirx.is_scheduled": True,
                      "sparsepass.kernel": "bsr_linear.tokens"})
         M = T.int64()
         NNZB = T.int64()

@@ -1,7 +1,9 @@
-"""From KernelSpec to a callable kernel: generate, compile, cache, load.
+"""From a kernel spec to a callable kernel: generate, compile, cache, load.
 
-Generators are looked up in a table by (kernel family, target kind), so a
-new target or family is one entry here, never a branch in a caller.
+A spec is any frozen dataclass with ``op``, ``target_dict`` and ``to_json``
+(KernelSpec for BSR linears, MatmulSpec for dense matmuls). Generators are
+looked up in a table by (kernel family, target kind), so a new target or
+family is one entry here, never a branch in a caller.
 """
 
 from __future__ import annotations
@@ -9,21 +11,21 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-from sparsepass.codegen import bsr_linear_cpu, cache
-from sparsepass.codegen.spec import KernelSpec
+from sparsepass.codegen import bsr_linear_cpu, cache, dense_matmul_cpu
 from sparsepass.codegen.target import tvm_target
 from sparsepass.codegen.tvm_api import compile_module, tvm
 
 #: (op, target kind) -> (generator of the PrimFunc, its entry name)
 GENERATORS: dict[tuple[str, str], tuple[Callable, str]] = {
     ("bsr_linear", "llvm"): (bsr_linear_cpu.generate, bsr_linear_cpu.ENTRY),
+    ("dense_matmul", "llvm"): (dense_matmul_cpu.generate, dense_matmul_cpu.ENTRY),
 }
 
-_loaded: dict[KernelSpec, Callable] = {}
+_loaded: dict = {}  # spec -> compiled function
 _lock = threading.Lock()
 
 
-def _generator(spec: KernelSpec) -> tuple[Callable, str]:
+def _generator(spec) -> tuple[Callable, str]:
     kind = spec.target_dict["kind"]
     try:
         return GENERATORS[(spec.op, kind)]
@@ -31,19 +33,19 @@ def _generator(spec: KernelSpec) -> tuple[Callable, str]:
         raise NotImplementedError(f"no {spec.op} kernel generator for target kind {kind!r}") from None
 
 
-def primfunc(spec: KernelSpec) -> "tvm.tirx.PrimFunc":
+def primfunc(spec) -> "tvm.tirx.PrimFunc":
     """The TIR PrimFunc for ``spec`` (for Relax call_tir and for inspection)."""
     generate, _ = _generator(spec)
     return generate(spec)
 
 
-def compile_spec(spec: KernelSpec) -> "tvm.runtime.Executable":
+def compile_spec(spec) -> "tvm.runtime.Executable":
     """Compile ``spec`` for its target (no cache)."""
     _, entry = _generator(spec)
     return compile_module({entry: primfunc(spec)}, tvm_target(spec.target_dict))
 
 
-def get_kernel(spec: KernelSpec) -> Callable:
+def get_kernel(spec) -> Callable:
     """The compiled kernel for ``spec``, from memory, the disk cache, or a fresh build."""
     fn = _loaded.get(spec)
     if fn is not None:

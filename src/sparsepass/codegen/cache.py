@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Callable
 
 from sparsepass import __version__
-from sparsepass.codegen.spec import KernelSpec
 from sparsepass.codegen.tvm_api import load_module, tvm
 
 log = logging.getLogger(__name__)
@@ -48,12 +47,12 @@ def generator_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-def _provenance(spec: KernelSpec) -> dict:
+def _provenance(spec) -> dict:
     return {"spec": spec.to_json(), "sparsepass": __version__, "tvm": tvm.__version__,
             "generators": generator_fingerprint()}
 
 
-def cache_key(spec: KernelSpec) -> str:
+def cache_key(spec) -> str:
     """Hash of the spec, the target inside it, and the sparsepass and TVM versions."""
     text = json.dumps(_provenance(spec), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:40]
@@ -74,7 +73,7 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
             os.unlink(tmp)
 
 
-def _load_entry(lib: Path, meta: Path, spec: KernelSpec):
+def _load_entry(lib: Path, meta: Path, spec):
     """The cached module, or None when the entry is missing or cannot be trusted."""
     if not (lib.exists() and meta.exists()):
         return None
@@ -89,7 +88,7 @@ def _load_entry(lib: Path, meta: Path, spec: KernelSpec):
         return None
 
 
-def load_or_build(spec: KernelSpec, build: Callable[[KernelSpec], "tvm.runtime.Executable"]):
+def load_or_build(spec, build: Callable[..., "tvm.runtime.Executable"]):
     """The runtime module for ``spec``: from the cache when valid, else built and stored."""
     root = cache_dir()
     root.mkdir(parents=True, exist_ok=True)

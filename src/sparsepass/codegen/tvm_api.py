@@ -10,8 +10,9 @@ from __future__ import annotations
 import tvm
 from tvm import tirx
 from tvm.script import tirx as T
+from tvm_ffi import structural_equal
 
-__all__ = ["tvm", "tirx", "T", "compile_module", "load_module"]
+__all__ = ["tvm", "tirx", "T", "compile_module", "load_module", "structural_equal"]
 
 
 def compile_module(funcs: dict, target: "tvm.target.Target") -> "tvm.runtime.Executable":

@@ -1,0 +1,162 @@
+"""SparsifyLinear as a Relax pass: rewrites, leaves alone what it should, composes."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tvm
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tvm import relax
+
+from sparsepass import frontends
+from sparsepass.codegen.epilogue import ERROR_BOUNDS
+from sparsepass.passes import relax as sp
+from sparsepass.passes.plan import CostModel
+from sparsepass.testing import gamma
+from sparsepass.testing import strategies as sps
+
+from sparsepass.testing.relax import call_tir_targets, relax_ops, run_vm
+
+ALWAYS = sp.SparsifyLinearOptions(cost=CostModel(min_speedup=0.0))
+
+
+def pruned(n, k, block=(16, 1), density=0.2, seed=0, bias=True):
+    linear = nn.Linear(k, n, bias=bias)
+    with torch.no_grad():
+        linear.weight.mul_(torch.from_numpy(sps.block_mask(n, k, block, density, seed)))
+    return linear
+
+
+class Chain(nn.Module):
+    def __init__(self, widths, blocks, densities, biases, acts, residual):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            pruned(n, k, b, d, i, bias) for i, (k, n, b, d, bias) in
+            enumerate(zip(widths[:-1], widths[1:], blocks, densities, biases)))
+        self.acts, self.residual = acts, residual
+
+    def forward(self, x):
+        for layer, act in zip(self.layers, self.acts):
+            y = layer(x)
+            y = {"none": y, "relu": F.relu(y), "gelu": F.gelu(y), "tanh": torch.tanh(y)}[act]
+            x = y + x if self.residual and y.shape == x.shape else y
+        return x
+
+
+LIPSCHITZ = {"none": 1.0, "relu": 1.0, "gelu": 1.13, "tanh": 1.0}
+
+
+def chain_error_bound(model: Chain, x: torch.Tensor) -> torch.Tensor:
+    """Propagate a rigorous bound on |sparse - dense| through the chain, layer by layer.
+
+    A layer adds its own rounding (2 gamma_K |x||W|, plus the bias add and the
+    epilogue's documented error) to the incoming error carried through |W|;
+    activations stretch it by at most their Lipschitz constant.
+    """
+    error = torch.zeros_like(x, dtype=torch.float64)
+    eps = torch.finfo(torch.float32).eps
+    for layer, act in zip(model.layers, model.acts):
+        w = layer.weight.abs().double()
+        pre = layer(x)
+        own = 2 * gamma(layer.in_features + 1) * (x.abs().double() @ w.T) + eps * pre.abs().double()
+        a, b = ERROR_BOUNDS[act]
+        new_error = LIPSCHITZ[act] * (error @ w.T + own) + a + b * pre.abs().double()
+        y = {"none": pre, "relu": F.relu(pre), "gelu": F.gelu(pre), "tanh": torch.tanh(pre)}[act]
+        if model.residual and y.shape == x.shape:
+            new_error = new_error + error + eps * (y + x).abs().double()
+            y = y + x
+        error, x = new_error + eps * y.abs().double(), y
+    return error
+
+
+@st.composite
+def chains(draw):
+    depth = draw(st.integers(1, 3))
+    widths = draw(st.lists(st.sampled_from([16, 24, 40, 64]), min_size=depth + 1, max_size=depth + 1))
+    blocks = draw(st.lists(sps.block_shapes(), min_size=depth, max_size=depth))
+    densities = draw(st.lists(st.floats(0.05, 0.9), min_size=depth, max_size=depth))
+    biases = draw(st.lists(st.booleans(), min_size=depth, max_size=depth))
+    acts = draw(st.lists(st.sampled_from(["none", "relu", "gelu", "tanh"]), min_size=depth, max_size=depth))
+    residual = draw(st.booleans())
+    return Chain(widths, blocks, densities, biases, acts, residual).eval()
+
+
+@settings(max_examples=12)
+@given(model=chains(), lead=st.sampled_from([(1, 8), (3, 5), (2, 4, 3)]))
+def test_random_chains_through_sequential_equal_pytorch(model, lead, host):
+    x = torch.randn(*lead, model.layers[0].in_features)
+    mod = frontends.to_relax(model, (x,))
+    seq = tvm.transform.Sequential([
+        relax.transform.DecomposeOpsForInference(),
+        sp.SparsifyLinear(options=ALWAYS),
+        relax.transform.FoldConstant(),
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ])
+    mod = seq(mod)
+    assert sp.report(mod).rewritten == len(model.layers)
+    actual = run_vm(tvm.compile(mod, target=host), x)
+    assert ((actual - model(x)).abs() <= chain_error_bound(model, x)).all()
+
+
+def linear_module(linear, rows=64):
+    return frontends.to_relax(nn.Sequential(linear).eval(), (torch.randn(rows, linear.in_features),))
+
+
+def test_before_after_single_layer():
+    mod = linear_module(pruned(128, 64, (32, 1), 0.1))
+    after = sp.SparsifyLinear(options=ALWAYS)(mod)
+    [kernel] = call_tir_targets(after)
+    func = after[kernel]
+    assert func.attrs["sparsepass.kernel"] == "bsr_linear.rows"
+    ops = relax_ops(after)
+    assert "relax.matmul" not in ops and "relax.add" not in ops
+    [layer] = sp.report(after)
+    assert layer.kernel == "bsr 32x1 rows" and layer.structure == "block 32x1"
+
+
+def test_dense_weight_is_left_alone():
+    mod = linear_module(nn.Linear(64, 64))
+    after = sp.SparsifyLinear()(mod)
+    assert call_tir_targets(after) == []
+    assert sp.report(after)[0].reason == "weight has no zeros"
+
+
+def test_non_constant_weight_is_left_alone():
+    class Dynamic(nn.Module):
+        def forward(self, x, w):
+            return x @ w
+
+    mod = frontends.to_relax(Dynamic().eval(), (torch.randn(4, 8), torch.randn(8, 3)))
+    after = sp.SparsifyLinear(options=ALWAYS)(mod)
+    assert call_tir_targets(after) == [] and len(sp.report(after)) == 0
+
+
+def test_running_twice_equals_once():
+    mod = linear_module(pruned(96, 32))
+    once = sp.SparsifyLinear(options=ALWAYS)(mod)
+    twice = sp.SparsifyLinear(options=ALWAYS)(once)
+    tvm.ir.assert_structural_equal(twice["main"], once["main"])
+
+
+@pytest.mark.parametrize("context", [dict(opt_level=0), dict(disabled_pass=["sparsepass.SparsifyLinear"])])
+def test_pass_context_can_turn_it_off(context):
+    mod = linear_module(pruned(96, 32))
+    with tvm.transform.PassContext(**context):
+        after = tvm.transform.Sequential([sp.SparsifyLinear(options=ALWAYS)])(mod)
+    assert call_tir_targets(after) == []
+
+
+def test_activation_fused_through_reshape(host):
+    model = nn.Sequential(pruned(128, 64, (32, 1), 0.2), nn.GELU()).eval()
+    x = torch.randn(2, 32, 64)
+    after = sp.SparsifyLinear(options=ALWAYS)(frontends.to_relax(model, (x,)))
+    assert sp.report(after)[0].kernel == "bsr 32x1 rows +gelu"
+    actual = run_vm(tvm.compile(after, target=host), x)
+    pre = model[0](x)
+    bound = 1.13 * 2 * gamma(65) * (x.abs() @ model[0].weight.abs().T) + 4.0e-7 * pre.abs() + 1e-7
+    assert ((actual - model(x)).abs() <= bound).all()
