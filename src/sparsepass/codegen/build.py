@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-from sparsepass.codegen import bsr_linear_cpu, cache, dense_matmul_cpu
+from sparsepass.codegen import bsr_linear_cpu, cache, dense_matmul_cpu, norm_cpu
 from sparsepass.codegen.target import tvm_target
 from sparsepass.codegen.tvm_api import compile_module, tvm
 
@@ -19,6 +19,7 @@ from sparsepass.codegen.tvm_api import compile_module, tvm
 GENERATORS: dict[tuple[str, str], tuple[Callable, str]] = {
     ("bsr_linear", "llvm"): (bsr_linear_cpu.generate, bsr_linear_cpu.ENTRY),
     ("dense_matmul", "llvm"): (dense_matmul_cpu.generate, dense_matmul_cpu.ENTRY),
+    ("row_norm", "llvm"): (norm_cpu.generate, norm_cpu.ENTRY),
 }
 
 _loaded: dict = {}  # spec -> compiled function
@@ -33,10 +34,15 @@ def _generator(spec) -> tuple[Callable, str]:
         raise NotImplementedError(f"no {spec.op} kernel generator for target kind {kind!r}") from None
 
 
+#: Relax's OpPatternKind kOpaque: our kernels are pre-scheduled low-level TIR that
+#: FuseOps must not merge with its neighbours (FuseTIR needs block-form TIR).
+OP_PATTERN_OPAQUE = 8
+
+
 def primfunc(spec) -> "tvm.tirx.PrimFunc":
     """The TIR PrimFunc for ``spec`` (for Relax call_tir and for inspection)."""
     generate, _ = _generator(spec)
-    return generate(spec)
+    return generate(spec).with_attr("op_pattern", OP_PATTERN_OPAQUE)
 
 
 def compile_spec(spec) -> "tvm.runtime.Executable":

@@ -39,9 +39,13 @@ _LN2_LO = 1.42860682030941723212e-6
 _EXP_TAYLOR = [1 / math.factorial(i) for i in range(8)]
 
 
+#: fast_exp clamps its argument to [EXP_MIN_ARG, 88]: below, it returns e^EXP_MIN_ARG (1.6e-38).
+EXP_MIN_ARG = -87.0
+
+
 def fast_exp(v):
     """e^v for float32 ``v`` with only vectorisable operations (clamped to float32's range)."""
-    x = tirx.min(tirx.max(v, _f(-87.0)), _f(88.0))
+    x = tirx.min(tirx.max(v, _f(EXP_MIN_ARG)), _f(88.0))
     n = tirx.floor(x * _f(1 / math.log(2)) + _f(0.5))
     r = x - n * _f(_LN2_HI) - n * _f(_LN2_LO)
     two_n = tirx.reinterpret("float32", tirx.shift_left(tirx.Cast("int32", n) + 127, 23))

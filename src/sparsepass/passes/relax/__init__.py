@@ -5,9 +5,10 @@ Each pass is a ``tvm.ir.transform.Pass`` usable inside ``tvm.transform.Sequentia
 """
 
 from sparsepass.passes.relax.dense_matmul import DenseMatmul
+from sparsepass.passes.relax.normalization import FastNormalizations
 from sparsepass.passes.relax.pipeline import pipeline, sparsepass_passes
 from sparsepass.passes.relax.report import report
 from sparsepass.passes.relax.sparsify_linear import SparsifyLinear, SparsifyLinearOptions
 
-__all__ = ["DenseMatmul", "SparsifyLinear", "SparsifyLinearOptions", "pipeline", "report",
+__all__ = ["DenseMatmul", "FastNormalizations", "SparsifyLinear", "SparsifyLinearOptions", "pipeline", "report",
            "sparsepass_passes"]

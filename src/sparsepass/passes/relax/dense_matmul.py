@@ -1,10 +1,12 @@
 """DenseMatmul: the dense matmuls a model keeps become call_tir to our CPU matmul kernel.
 
-TVM 0.27 has no CPU matmul schedule, so a legalized ``R.matmul`` between two
-activations (attention's Q K^T and P V) would run unscheduled, ~200x slower
-than PyTorch. This pass gives every float32 ``R.matmul`` with static K and N,
-equal leading dims (or a 2-D right operand) and no constant operand our
-dense kernel; SparsifyLinear runs first and owns constant weights.
+TVM 0.27 has no CPU matmul schedule, so a legalized ``R.matmul`` would run
+unscheduled, ~200x slower than PyTorch: attention's Q K^T and P V, and the
+linear layers SparsifyLinear kept dense. This pass gives every float32
+``R.matmul`` with static K and N and equal leading dims (or a 2-D right
+operand, e.g. a folded constant weight) our dense kernel. Run it after
+SparsifyLinear (which owns pruned weights) and FoldConstant (which turns
+``permute_dims(W)`` into a plain constant).
 """
 
 from __future__ import annotations
@@ -55,8 +57,6 @@ def dense_matmul_module(mod: ir.IRModule, target) -> ir.IRModule:
 
     def rewrite(orig, matches):
         a, b = matches[a_pat], matches[b_pat]
-        if isinstance(a, ir.Constant) or isinstance(b, ir.Constant):
-            return orig
         plan = _plan(a, b)
         if plan is None:
             return orig

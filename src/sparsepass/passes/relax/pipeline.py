@@ -3,7 +3,8 @@
 Use as ``tvm.compile(mod, target, relax_pipeline=pipeline(target))``. Stages:
 
 1. sparsepass: SparsifyLinear (pruned constant-weight linears -> BSR kernels),
-   DenseMatmul (remaining matmuls -> our dense kernel);
+   FoldConstant, DenseMatmul (remaining matmuls, dense weights included -> our
+   dense kernel), FastNormalizations (last-axis softmax / layer norm);
 2. TVM's CPU library dispatch, then legalization with fast GELU/SiLU/tanh,
    op-pattern annotation, constant folding and operator fusion;
 3. schedules for the remaining TIR: dlight's CPU GEMV and reduction rules,
@@ -16,6 +17,7 @@ from __future__ import annotations
 from sparsepass.codegen.target import canonical_target, tvm_target
 from sparsepass.passes.relax.dense_matmul import DenseMatmul
 from sparsepass.passes.relax.legalize import LEGALIZE_MAP
+from sparsepass.passes.relax.normalization import FastNormalizations
 from sparsepass.passes.relax.schedule import CPU_RULES
 from sparsepass.passes.relax.sparsify_linear import SparsifyLinear, SparsifyLinearOptions
 from tvm import ir, relax
@@ -24,8 +26,10 @@ from tvm.s_tir import dlight
 
 
 def sparsepass_passes(target=None, options: SparsifyLinearOptions = SparsifyLinearOptions()) -> list:
-    """The sparsepass rewrites alone, for users composing their own Sequential."""
-    return [SparsifyLinear(target, options), DenseMatmul(target)]
+    """The sparsepass rewrites, for users composing their own Sequential: pruned linears to
+    BSR kernels, then every remaining matmul (dense weights folded to constants) to ours."""
+    return [SparsifyLinear(target, options), relax.transform.FoldConstant(), DenseMatmul(target),
+            FastNormalizations(target)]
 
 
 def pipeline(target=None, options: SparsifyLinearOptions = SparsifyLinearOptions()) -> ir.transform.Pass:
