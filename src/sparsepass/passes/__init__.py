@@ -5,5 +5,6 @@ holds the TVM Relax passes.
 """
 
 from sparsepass.passes.fx.sparsify import SparsifyOptions, sparsify_graph
+from sparsepass.passes.plan import CostModel
 
-__all__ = ["sparsify_graph", "SparsifyOptions"]
+__all__ = ["CostModel", "SparsifyOptions", "sparsify_graph"]

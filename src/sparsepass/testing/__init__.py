@@ -1,5 +1,16 @@
-"""Test machinery for sparsepass and for its users' CI: tolerances and hypothesis strategies."""
+"""Test machinery for sparsepass and for its users' CI.
 
+- `assert_equivalent`: a compiled/sparsified model against its dense reference,
+  with derived tolerances and a report that names the diverging node;
+- tolerances derived from the arithmetic (`gamma`, `linear_error_bound`, ...);
+- ``sparsepass.testing.strategies``: hypothesis strategies for pruned weights,
+  layers and small graphs (imports hypothesis);
+- ``python -m sparsepass.testing check MODULE:FACTORY`` and the pytest fixture
+  ``sparsepass_equivalence``.
+"""
+
+from sparsepass.testing.equivalence import EquivalenceError, assert_equivalent, first_divergence
 from sparsepass.testing.tolerance import assert_linear_close, gamma, linear_error_bound, output_tolerance
 
-__all__ = ["assert_linear_close", "gamma", "linear_error_bound", "output_tolerance"]
+__all__ = ["EquivalenceError", "assert_equivalent", "assert_linear_close", "first_divergence", "gamma",
+           "linear_error_bound", "output_tolerance"]

@@ -6,13 +6,22 @@ import numpy as np
 import torch
 
 
-def run_vm(executable, *inputs: torch.Tensor, entry: str = "main") -> torch.Tensor:
-    """Run a built Relax executable on torch CPU tensors; return its (first) output."""
+def vm_call(model, args: tuple, entry: str = "main"):
+    """Call a built Relax executable, a VirtualMachine or a loaded library on torch tensors.
+
+    Returns the raw output (TVM tensors, possibly nested in arrays).
+    """
     import tvm
     from tvm import relax
 
-    vm = relax.VirtualMachine(executable, tvm.cpu())
-    out = vm[entry](*[tvm.runtime.tensor(t.detach().numpy()) for t in inputs])
+    vm = model if isinstance(model, relax.VirtualMachine) else relax.VirtualMachine(model, tvm.cpu())
+    converted = [tvm.runtime.tensor(a.detach().numpy()) if isinstance(a, torch.Tensor) else a for a in args]
+    return vm[entry](*converted)
+
+
+def run_vm(executable, *inputs: torch.Tensor, entry: str = "main") -> torch.Tensor:
+    """Run a built Relax executable on torch CPU tensors; return its (first) output."""
+    out = vm_call(executable, inputs, entry)
     while not hasattr(out, "numpy"):  # the torch importer wraps outputs in a tuple
         out = out[0]
     return torch.from_numpy(np.array(out.numpy()))

@@ -34,8 +34,10 @@ from sparsepass.passes.report import LayerReport, Report
 
 log = logging.getLogger(__name__)
 
-#: Key of the facts sparsepass leaves on fx nodes.
+#: Key of the facts sparsepass leaves on fx nodes: the LayerReport of a rewritten node.
 META_KEY = "sparsepass"
+#: Key naming the node of the original graph whose value a rewritten node computes.
+REPLACES_KEY = "sparsepass_replaces"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,9 +78,15 @@ def check_eval_mode(gm: fx.GraphModule) -> None:
     ``training`` flags mean nothing, so there the ops' own flags are checked.
     """
     if not _is_aten_graph(gm):
-        for name, sub in gm.named_modules():
-            if sub.training:
-                raise SparsifyError(name or "<root>", "module " + _TRAINING_MSG)
+        # The root's flag was baked into traced code (e.g. dropout's `training`); called
+        # modules use theirs at run time. Containers fx creates on the way are not checked.
+        if gm.training:
+            raise SparsifyError("<root>", "module " + _TRAINING_MSG)
+        for node in gm.graph.nodes:
+            if node.op == "call_module":
+                for name, sub in gm.get_submodule(node.target).named_modules(prefix=node.target):
+                    if sub.training:
+                        raise SparsifyError(name, "module " + _TRAINING_MSG)
         return
     for node in gm.graph.nodes:
         index = _TRAIN_FLAG_ARGS.get(node.target)
@@ -190,6 +198,7 @@ class _Rewriter:
         last = activation if activation is not None else node
         new.meta.update({k: v for k, v in last.meta.items() if k != META_KEY})
         new.meta[META_KEY] = report
+        new.meta[REPLACES_KEY] = last.meta.get(REPLACES_KEY, last.name)
         last.replace_all_uses_with(new)
         if activation is not None:
             graph.erase_node(activation)
