@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import statistics
 import time
 import warnings
 
@@ -20,6 +19,8 @@ import torch
 import tvm
 from transformers import BertConfig
 from transformers.models.bert.modeling_bert import BertLayer
+
+from timing import median_ms
 
 from sparsepass import frontends, passes, prune
 from sparsepass.codegen import runtime
@@ -40,16 +41,6 @@ class LayerOutput(torch.nn.Module):
     def forward(self, x):
         out = self.layer(x)
         return out[0] if isinstance(out, tuple) else out
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def ort_runner(model, x):

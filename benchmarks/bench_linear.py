@@ -13,14 +13,14 @@ the density. Medians of repeated runs.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
+
+from timing import median_ms
 
 from sparsepass import passes, prune
 from sparsepass.passes.analysis import detect
@@ -50,17 +50,6 @@ class Projections(nn.Module):
 
 
 WORKLOADS = {"ffn": Ffn, "attn-proj": Projections}
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def onnx_session(model: nn.Module, threads: int):

@@ -11,16 +11,15 @@ over (batch, row tile, column chunk).
 from __future__ import annotations
 
 import dataclasses
-import json
 
-from sparsepass.codegen.spec import target_key
+from sparsepass.codegen.spec import SpecMixin
 from sparsepass.codegen.tvm_api import T
 
 ENTRY = "dense_matmul"
 
 
 @dataclasses.dataclass(frozen=True)
-class MatmulSpec:
+class MatmulSpec(SpecMixin):
     """A dense matmul kernel: static K and N, any batch and M."""
 
     k: int
@@ -31,16 +30,6 @@ class MatmulSpec:
     vector: int = 32
     op: str = "dense_matmul"
 
-    @property
-    def target_dict(self) -> dict:
-        return json.loads(self.target)
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def make(cls, *, target: dict, **fields) -> "MatmulSpec":
-        return cls(target=target_key(target), **fields)
 
 
 def generate(spec: MatmulSpec):

@@ -10,10 +10,9 @@ codegen.epilogue (relative error below 2e-7).
 from __future__ import annotations
 
 import dataclasses
-import json
 
 from sparsepass.codegen.epilogue import fast_exp
-from sparsepass.codegen.spec import target_key
+from sparsepass.codegen.spec import SpecMixin
 from sparsepass.codegen.tvm_api import T
 
 ENTRY = "row_norm"
@@ -21,7 +20,7 @@ LANES = 16
 
 
 @dataclasses.dataclass(frozen=True)
-class NormSpec:
+class NormSpec(SpecMixin):
     """A last-axis normalization of rows of length ``n``: ``softmax`` or ``layer_norm``."""
 
     kind: str
@@ -34,16 +33,6 @@ class NormSpec:
         if self.kind not in ("softmax", "layer_norm"):
             raise ValueError(f"unknown normalization {self.kind!r}")
 
-    @property
-    def target_dict(self) -> dict:
-        return json.loads(self.target)
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def make(cls, *, target: dict, **fields) -> "NormSpec":
-        return cls(target=target_key(target), **fields)
 
 
 def generate(spec: NormSpec):

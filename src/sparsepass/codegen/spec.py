@@ -25,8 +25,26 @@ EPILOGUES = ("none", "relu", "gelu", "silu", "tanh")
 LAYOUTS = ("rows", "tokens")
 
 
+class SpecMixin:
+    """What every kernel spec offers the build and cache: its target, JSON, construction."""
+
+    target: str
+
+    @property
+    def target_dict(self) -> dict:
+        return json.loads(self.target)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def make(cls, *, target: dict, **fields):
+        """Build a spec from a canonical target dict (rather than its JSON)."""
+        return cls(target=target_key(target), **fields)
+
+
 @dataclasses.dataclass(frozen=True)
-class KernelSpec:
+class KernelSpec(SpecMixin):
     """A BSR linear kernel ``Y = epilogue(X @ W.T + bias)`` for one weight shape.
 
     Attributes
@@ -67,20 +85,8 @@ class KernelSpec:
         """Parts the block rows are split into for balanced parallel work."""
         return min(self.block_rows, MAX_PARTS)
 
-    @property
-    def target_dict(self) -> dict:
-        return json.loads(self.target)
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
     @classmethod
     def from_json(cls, text: str) -> "KernelSpec":
         fields = json.loads(text)
         fields["block"] = tuple(fields["block"])
         return cls(**fields)
-
-    @classmethod
-    def make(cls, *, target: dict, **fields) -> "KernelSpec":
-        """Build a spec from a canonical target dict (rather than its JSON)."""
-        return cls(target=target_key(target), **fields)
