@@ -55,6 +55,12 @@ def test_all_zero_weight_is_sparse():
     assert decision.kernel is not None
 
 
-def test_cuda_target_is_dense_until_a_cuda_kernel_exists():
-    decision = choose(detect(pruned(256, 256, (32, 1), 0.1)), canonical_target("cuda"))
-    assert decision.kernel is None and "CUDA" in decision.reason
+def test_cuda_target_gets_gpu_blocks():
+    decision = choose(detect(pruned(256, 256, (32, 32), 0.1)), canonical_target("cuda"))
+    assert decision.kernel is not None and decision.kernel.block == (32, 32)
+    assert decision.kernel.target_dict["kind"] == "cuda"
+
+
+def test_cuda_target_keeps_unstructured_dense():
+    decision = choose(detect(pruned(256, 256, (1, 1), 0.1)), canonical_target("cuda"))
+    assert decision.kernel is None and "dense is estimated faster" in decision.reason

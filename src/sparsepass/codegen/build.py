@@ -11,13 +11,14 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-from sparsepass.codegen import bsr_linear_cpu, cache, dense_matmul_cpu, norm_cpu
+from sparsepass.codegen import bsr_linear_cpu, bsr_linear_cuda, cache, dense_matmul_cpu, norm_cpu
 from sparsepass.codegen.target import tvm_target
 from sparsepass.codegen.tvm_api import compile_module, tvm
 
 #: (op, target kind) -> (generator of the PrimFunc, its entry name)
 GENERATORS: dict[tuple[str, str], tuple[Callable, str]] = {
     ("bsr_linear", "llvm"): (bsr_linear_cpu.generate, bsr_linear_cpu.ENTRY),
+    ("bsr_linear", "cuda"): (bsr_linear_cuda.generate, bsr_linear_cuda.ENTRY),
     ("dense_matmul", "llvm"): (dense_matmul_cpu.generate, dense_matmul_cpu.ENTRY),
     ("row_norm", "llvm"): (norm_cpu.generate, norm_cpu.ENTRY),
 }

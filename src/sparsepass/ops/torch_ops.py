@@ -28,8 +28,10 @@ def _spec(spec_json: str) -> KernelSpec:
 def _check_input(x: torch.Tensor, spec: KernelSpec, layer: str) -> None:
     if x.dtype != torch.float32:
         raise SparsifyError(layer, f"input dtype is {x.dtype}; the sparse kernel computes in float32")
-    if x.device.type != "cpu":
-        raise SparsifyError(layer, f"input is on {x.device}; this kernel was built for the CPU")
+    device = "cuda" if spec.target_dict["kind"] == "cuda" else "cpu"
+    if x.device.type != device:
+        raise SparsifyError(layer, f"input is on {x.device}; this kernel was built for {device} "
+                            f"(sparsify_graph's target); move the module and inputs there")
     if x.dim() == 0 or x.shape[-1] != spec.in_features:
         raise SparsifyError(
             layer,
@@ -53,9 +55,10 @@ def bsr_linear(
     kernel_spec = _spec(spec)
     _check_input(x, kernel_spec, layer)
     rows = x.reshape(-1, kernel_spec.in_features).contiguous()
-    out = torch.empty(rows.shape[0], kernel_spec.out_features, dtype=x.dtype)
+    out = torch.empty(rows.shape[0], kernel_spec.out_features, dtype=x.dtype, device=x.device)
     if rows.shape[0]:
-        runtime.set_num_threads(torch.get_num_threads())
+        if x.device.type == "cpu":
+            runtime.set_num_threads(torch.get_num_threads())
         get_kernel(kernel_spec)(rows, data, indices, indptr, parts, bias, out)
     return out.reshape(*x.shape[:-1], kernel_spec.out_features)
 

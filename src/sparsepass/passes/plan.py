@@ -56,6 +56,24 @@ DEFAULT_COST = CostModel()
 
 
 @dataclasses.dataclass(frozen=True)
+class GpuCostModel:
+    """The planner's view of NVIDIA GPUs. NOT yet measured: no GPU was lent to the
+    sessions that wrote it; benchmarks/gpu/ measures it where one is.
+
+    min_block_rows : block heights below this leave a warp half idle: stay dense
+    sparse_efficiency : the BSR kernel's fraction of cuBLAS's dense rate per stored element
+    min_speedup : a sparse kernel must beat dense by this factor to be chosen
+    """
+
+    min_block_rows: int = 16
+    sparse_efficiency: float = 0.3
+    min_speedup: float = 1.25
+
+
+DEFAULT_GPU_COST = GpuCostModel()
+
+
+@dataclasses.dataclass(frozen=True)
 class Decision:
     """What the planner chose for one layer.
 
@@ -92,6 +110,26 @@ def _candidates(structure: Structure, tokens: int, cost: CostModel):
             yield work / cost.tokens_efficiency(r) + cost.call_overhead, "tokens", fit
 
 
+def _choose_gpu(structure: Structure, target: dict, epilogue: str, cost: GpuCostModel) -> Decision:
+    """BSR on a GPU: the tallest exact-ish block of at least ``min_block_rows`` rows."""
+    n, k = structure.shape
+    candidates = [f for f in structure.fits if f.rows >= cost.min_block_rows and f.rows <= 64]
+    if not candidates:
+        return _dense("no block shape tall enough for a GPU warp")
+    fit = min(candidates, key=lambda f: (f.stored, -f.rows * f.cols))
+    dense_cost = float(n * k)
+    sparse_cost = fit.stored / cost.sparse_efficiency
+    if sparse_cost * cost.min_speedup > dense_cost:
+        return _dense(f"density {structure.density:.2f}: {fit.rows}x{fit.cols} blocks store "
+                      f"{fit.stored / (n * k):.2f} of the weight; cuBLAS dense is estimated faster",
+                      dense_cost, sparse_cost)
+    spec = KernelSpec.make(out_features=n, in_features=k, block=fit.shape, layout="rows", tile=1,
+                           epilogue=epilogue, target=target)
+    fill = structure.nnz / fit.stored
+    return Decision(spec, f"BSR {fit.rows}x{fit.cols} (cuda), {fit.blocks} blocks, fill {fill:.2f}",
+                    dense_cost, sparse_cost)
+
+
 def _dense(reason: str, dense_cost: float = 0.0, sparse_cost: float = 0.0) -> Decision:
     return Decision(None, reason, dense_cost, sparse_cost)
 
@@ -112,7 +150,7 @@ def choose(
     if structure.kind == "dense":
         return _dense("weight has no zeros")
     if is_cuda(target):
-        return _dense("no CUDA BSR kernel is available for this target yet")
+        return _choose_gpu(structure, target, epilogue, DEFAULT_GPU_COST)
     n, k = structure.shape
     dense_cost = n * k * tokens / cost.dense
     sparse_cost, layout, fit = min(  # ties go to the coarser block

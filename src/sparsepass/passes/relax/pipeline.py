@@ -1,4 +1,4 @@
-"""``pipeline(target)``: sparsepass's passes plus everything a fast CPU build of the rest needs.
+"""``pipeline(target)``: sparsepass's passes plus everything a fast build of the rest needs.
 
 Use as ``tvm.compile(mod, target, relax_pipeline=pipeline(target))``. Stages:
 
@@ -10,6 +10,9 @@ Use as ``tvm.compile(mod, target, relax_pipeline=pipeline(target))``. Stages:
 3. schedules for the remaining TIR: dlight's CPU GEMV and reduction rules,
    then our injective rule (parallel + vectorised);
 4. TVM's dataflow lowering and finalization for the Relax VM.
+
+For CUDA targets: SparsifyLinear with the CUDA BSR kernel, then TVM's CUDA
+backend (dlight's GPU rules schedule everything else).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from sparsepass.passes.relax.schedule import CPU_RULES
 from sparsepass.passes.relax.sparsify_linear import SparsifyLinear, SparsifyLinearOptions
 from tvm import ir, relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+from tvm.relax.backend.cuda import pipeline as cuda_backend
 from tvm.s_tir import dlight
 
 
@@ -32,13 +36,38 @@ def sparsepass_passes(target=None, options: SparsifyLinearOptions = SparsifyLine
             FastNormalizations(target)]
 
 
+def _cuda_stages(target_dict: dict, tvm_tgt, options) -> list:
+    """On NVIDIA GPUs: our BSR kernels, then TVM's CUDA backend (dlight GPU schedules)."""
+    return [
+        SparsifyLinear(target_dict, options),
+        relax.transform.DecomposeOpsForInference(),
+        *cuda_backend.library_dispatch_passes(tvm_tgt),
+        *cuda_backend.legalize_passes(tvm_tgt),
+        *cuda_backend.dataflow_lower_passes(tvm_tgt),
+        *cuda_backend.finalize_passes(tvm_tgt),
+    ]
+
+
 def pipeline(target=None, options: SparsifyLinearOptions = SparsifyLinearOptions()) -> ir.transform.Pass:
-    """A Relax pipeline for ``tvm.compile(..., relax_pipeline=...)`` on the CPU ``target``."""
+    """A Relax pipeline for ``tvm.compile(..., relax_pipeline=...)`` on ``target`` (CPU or CUDA)."""
     target_dict = canonical_target(target)
     tvm_tgt = tvm_target(target_dict)
-    if target_dict["kind"] != "llvm":
-        raise NotImplementedError(f"pipeline() builds for CPUs (llvm); got target kind {target_dict['kind']!r}")
-    stages = [
+    if target_dict["kind"] == "cuda":
+        stages = _cuda_stages(target_dict, tvm_tgt, options)
+    elif target_dict["kind"] != "llvm":
+        raise NotImplementedError(f"pipeline() builds for llvm (CPUs) and cuda; got {target_dict['kind']!r}")
+    else:
+        stages = _cpu_stages(target_dict, tvm_tgt, options)
+
+    def run(mod: ir.IRModule, _ctx) -> ir.IRModule:
+        with tvm_tgt:
+            return ir.transform.Sequential(stages)(mod)
+
+    return ir.transform.module_pass(run, opt_level=0, name="sparsepass.pipeline")
+
+
+def _cpu_stages(target_dict: dict, tvm_tgt, options) -> list:
+    return [
         *sparsepass_passes(target_dict, options),
         relax.transform.DecomposeOpsForInference(),
         *cpu_generic.library_dispatch_passes(tvm_tgt),
@@ -51,9 +80,3 @@ def pipeline(target=None, options: SparsifyLinearOptions = SparsifyLinearOptions
         *cpu_generic.dataflow_lower_passes(tvm_tgt),
         *cpu_generic.finalize_passes(tvm_tgt),
     ]
-
-    def run(mod: ir.IRModule, _ctx) -> ir.IRModule:
-        with tvm_tgt:
-            return ir.transform.Sequential(stages)(mod)
-
-    return ir.transform.module_pass(run, opt_level=0, name="sparsepass.pipeline")

@@ -1,0 +1,58 @@
+"""Pack sparsepass's generated CUDA kernels for a GPU machine that has no TVM.
+
+Writes benchmarks/gpu/kernels/<name>.cu (TVM's CUDA source) and manifest.json
+(kernel name, parameter order, launch geometry, shape and block) for every
+kernel the GPU benchmark runs. run_cupy.py then compiles them with NVRTC
+(CuPy), checks them against PyTorch on the GPU and times them.
+
+    python benchmarks/gpu/pack.py          # here, where TVM is installed
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from sparsepass.codegen import bsr_linear_cuda
+from sparsepass.codegen.cuda_compile import cuda_source
+from sparsepass.codegen.spec import KernelSpec
+from sparsepass.codegen.target import canonical_target
+
+OUT = Path(__file__).resolve().parent / "kernels"
+#: BERT-base linear shapes (out, in) and the GPU-friendly block shapes the benchmark uses.
+SHAPES = ((3072, 768), (768, 3072), (768, 768))
+BLOCKS = ((32, 32), (16, 16), (32, 1))
+
+
+def kernel_signature(source: str) -> tuple[str, list[str]]:
+    """The __global__ function's name and its parameter names, in order."""
+    match = re.search(r"__global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(([^)]*)\)", source)
+    if match is None:
+        raise ValueError("no __global__ function in the CUDA source")
+    params = [p.strip().split()[-1] for p in match.group(2).split(",")]
+    return match.group(1), params
+
+
+def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    manifest = []
+    for out_features, in_features in SHAPES:
+        for block in BLOCKS:
+            spec = KernelSpec.make(out_features=out_features, in_features=in_features, block=block,
+                                   layout="rows", tile=1, target=canonical_target("cuda"))
+            name = f"bsr_{out_features}x{in_features}_{block[0]}x{block[1]}"
+            source = cuda_source(spec)
+            (OUT / f"{name}.cu").write_text(source)
+            kernel, params = kernel_signature(source)
+            manifest.append({
+                "name": name, "kernel": kernel, "params": params, "out_features": out_features,
+                "in_features": in_features, "block": list(block), "parts": spec.parts,
+                "threads_y": bsr_linear_cuda.THREADS_Y, "rows_per_thread": bsr_linear_cuda.ROWS,
+            })
+    (OUT / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    print(f"packed {len(manifest)} kernels into {OUT}")
+
+
+if __name__ == "__main__":
+    main()

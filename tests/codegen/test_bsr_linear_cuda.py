@@ -1,0 +1,103 @@
+"""The CUDA BSR kernel: its logic checked on the CPU, its source compiled by nvcc, run on a GPU if any."""
+
+import pytest
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+import tvm
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sparsepass import SparsifyError, passes, prune
+from sparsepass.codegen import bsr_linear_cuda
+from sparsepass.codegen.bsr_format import to_bsr
+from sparsepass.codegen.cuda_compile import CI_ARCHS, compile_binary, cuda_source, nvcc_available
+from sparsepass.codegen.spec import KernelSpec
+from sparsepass.codegen.target import canonical_target, tvm_target
+from sparsepass.testing import assert_linear_close
+from sparsepass.testing import strategies as sps
+
+CUDA = canonical_target("cuda")
+GPU_BLOCKS = st.sampled_from([(16, 1), (32, 1), (16, 16), (32, 32), (32, 4), (64, 2)])
+needs_nvcc = pytest.mark.skipif(not nvcc_available(), reason="nvcc is not installed on this machine")
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(),
+                               reason="no NVIDIA GPU here: CUDA kernels are compiled on every run, executed "
+                                      "only where a GPU is present (see benchmarks/gpu/)")
+
+
+def spec_for(n, k, block, epilogue="none"):
+    return KernelSpec.make(out_features=n, in_features=k, block=block, layout="rows", tile=1,
+                           epilogue=epilogue, target=CUDA)
+
+
+@given(sps.pruned_weights(max_side=90, blocks=GPU_BLOCKS), st.integers(1, 70), st.booleans())
+def test_emulated_kernel_equals_dense(case, rows, with_bias):
+    weight, block, _ = case
+    spec = spec_for(weight.shape[0], weight.shape[1], block)
+    func = bsr_linear_cuda.generate_emulated(spec).with_attr("global_symbol", "emulated")
+    kernel = tvm.compile(tvm.IRModule({"emulated": func}), target=tvm_target(canonical_target())).mod["emulated"]
+    bias = torch.randn(weight.shape[0]) if with_bias else None
+    packed = to_bsr(weight.numpy(), block, spec.parts, None if bias is None else bias.numpy())
+    x, y = torch.randn(rows, weight.shape[1]), torch.empty(rows, weight.shape[0])
+    kernel(x, *[torch.from_numpy(getattr(packed, f)) for f in ("data", "indices", "indptr", "parts", "bias")], y)
+    assert_linear_close(y, F.linear(x, weight, bias), x, weight, bias)
+
+
+@needs_nvcc
+@pytest.mark.parametrize("arch", CI_ARCHS)
+@pytest.mark.parametrize("block,epilogue", [((32, 1), "none"), ((16, 16), "relu"), ((32, 32), "gelu")])
+def test_cuda_source_compiles_with_nvcc(arch, block, epilogue):
+    source = cuda_source(spec_for(3072, 768, block, epilogue))
+    assert "__global__" in source and "__shared__" in source
+    cubin = compile_binary(source, arch, "cubin")
+    assert len(cubin) > 1000
+    ptx = compile_binary(source, arch, "ptx")
+    assert b".entry" in ptx
+
+
+def test_launch_dims_cover_the_output():
+    grid, block = bsr_linear_cuda.launch_dims(spec_for(100, 64, (32, 1)), rows=70)
+    tile = bsr_linear_cuda.THREADS_Y * bsr_linear_cuda.ROWS
+    assert grid[0] * 32 >= 100 and grid[1] * tile >= 70 and block == (32, bsr_linear_cuda.THREADS_Y, 1)
+
+
+def pruned_mlp():
+    model = nn.Sequential(nn.Linear(128, 256), nn.ReLU(), nn.Linear(256, 64)).eval()
+    prune.prune_linears(model, (32, 32), 0.2)
+    return model
+
+
+def test_sparsify_graph_for_cuda_plans_gpu_kernels_and_refuses_cpu_inputs():
+    fast = passes.sparsify_graph(fx.symbolic_trace(pruned_mlp()), target="cuda")
+    layers = list(fast.sparsepass_report)
+    assert all(layer.kernel.startswith("bsr 32x32") for layer in layers)
+    assert all("(cuda)" in layer.reason for layer in layers)
+    with pytest.raises(SparsifyError, match="built for cuda"):
+        fast(torch.randn(4, 128))
+
+
+@needs_gpu
+def test_sparsified_model_runs_on_the_gpu():
+    model = pruned_mlp()
+    x = torch.randn(64, 128)
+    expected = model(x)
+    fast = passes.sparsify_graph(fx.symbolic_trace(model), target="cuda").cuda()
+    actual = fast(x.cuda()).cpu()
+    assert ((actual - expected).abs() <= 1e-4 * (expected.abs() + 1)).all()
+
+
+def test_gpu_runner_can_bind_every_kernel_parameter():
+    """benchmarks/gpu/run_cupy.py binds parameters by name: arrays *_ptr, M, elem_offset*."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu" / "pack.py"
+    module_spec = importlib.util.spec_from_file_location("gpu_pack", path)
+    pack = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(pack)
+    name, params = pack.kernel_signature(cuda_source(spec_for(768, 3072, (32, 32))))
+    assert name.endswith("_kernel")
+    arrays = {p[:-4] for p in params if p.endswith("_ptr")}
+    assert arrays == {"X", "Y", "data", "indices", "indptr", "bias"}
+    assert all(p.endswith("_ptr") or p == "M" or p.startswith("elem_offset") for p in params)
