@@ -14,7 +14,10 @@ no schedule (the loops are written already tiled, unrolled and vectorised):
   transposed into Y in square tiles at the end (scattered scalar stores, or a
   scalar transpose, cost twice the multiply-adds; a gathered one is cheap).
 
-Both are parallel over (row tile, part), where parts split block rows into
+- "channels": "tokens" for a 1x1 conv in NCHW, where each image's X is already
+  [K, HW] and Y [N_out, HW]: the same tiles, no transposes.
+
+All are parallel over (row tile, part), where parts split block rows into
 pieces of equal work, so any contiguous share of the loop is balanced.
 """
 
@@ -32,10 +35,8 @@ TRANSPOSE_TILE = 16
 
 
 def generate(spec: KernelSpec):
-    """The PrimFunc for ``spec`` (layout "rows" or "tokens")."""
-    if spec.layout == "rows":
-        return _rows_kernel(spec)
-    return _tokens_kernel(spec)
+    """The PrimFunc for ``spec`` (layout "rows", "tokens" or "channels")."""
+    return {"rows": _rows_kernel, "tokens": _tokens_kernel, "channels": _channels_kernel}[spec.layout](spec)
 
 
 def _rows_kernel(spec: KernelSpec):
@@ -102,13 +103,40 @@ def _rows_kernel(spec: KernelSpec):
     return kernel
 
 
+def _token_tiles(spec: KernelSpec):
+    """The macro both token-vectorised layouts share: X^T tile in, Y^T tile out."""
+    r, c = spec.block
+    tile, nparts = spec.tile, spec.parts
+    act = epilogue_fn(spec.epilogue)
+
+    @T.macro
+    def token_tiles(xt, yt, data, indices, indptr, parts, bias, tiles):
+        for t in T.parallel(tiles * nparts):
+            for q in range(parts[t % nparts + 1] - parts[t % nparts]):
+                bn = parts[t % nparts] + q
+                acc = T.alloc_buffer((r, tile), "float32", scope="local")
+                for v in T.unroll(r):
+                    for u in T.vectorized(tile):
+                        acc[v, u] = bias[bn * r + v]
+                for j in range(indptr[bn + 1] - indptr[bn]):
+                    for cc in T.unroll(c):
+                        for v in T.unroll(r):
+                            for u in T.vectorized(tile):
+                                acc[v, u] = acc[v, u] + data[indptr[bn] + j, cc, v] * xt[
+                                    indices[indptr[bn] + j] * c + cc, t // nparts * tile + u]
+                for v in T.unroll(r):
+                    for u in T.vectorized(tile):
+                        yt[bn * r + v, t // nparts * tile + u] = act(acc[v, u])
+
+    return token_tiles
+
+
 def _tokens_kernel(spec: KernelSpec):
     n, k = spec.out_features, spec.in_features
     r, c = spec.block
     nb, tile, nparts = spec.block_rows, spec.tile, spec.parts
     kp = -(-k // c) * c  # K padded to whole block columns (zeros in the workspace)
-    act = epilogue_fn(spec.epilogue)
-
+    token_tiles = _token_tiles(spec)
     sq = TRANSPOSE_TILE
 
     @T.prim_func
@@ -135,22 +163,7 @@ def _tokens_kernel(spec: KernelSpec):
                         xt[kb * 16 + kk, m] = T.if_then_else(
                             m < M and kb * 16 + kk < k, X[T.min(m, M - 1), T.min(kb * 16 + kk, k - 1)],
                             T.float32(0))
-        for t in T.parallel((M + tile - 1) // tile * nparts):
-            for q in range(parts[t % nparts + 1] - parts[t % nparts]):
-                bn = parts[t % nparts] + q
-                acc = T.alloc_buffer((r, tile), "float32", scope="local")
-                for v in T.unroll(r):
-                    for u in T.vectorized(tile):
-                        acc[v, u] = bias[bn * r + v]
-                for j in range(indptr[bn + 1] - indptr[bn]):
-                    for cc in T.unroll(c):
-                        for v in T.unroll(r):
-                            for u in T.vectorized(tile):
-                                acc[v, u] = acc[v, u] + data[indptr[bn] + j, cc, v] * xt[
-                                    indices[indptr[bn] + j] * c + cc, t // nparts * tile + u]
-                for v in T.unroll(r):
-                    for u in T.vectorized(tile):
-                        yt[bn * r + v, t // nparts * tile + u] = act(acc[v, u])
+        token_tiles(xt, yt, data, indices, indptr, parts, bias, (M + tile - 1) // tile)
         # Whole 16 x 16 tiles: a strided vector load (gather) per row; scalar edges.
         for mb in T.parallel(M // sq):
             for nt in range(n // sq):
@@ -163,5 +176,43 @@ def _tokens_kernel(spec: KernelSpec):
         for mm in range(M % sq):
             for col in range(n):
                 Y[M // sq * sq + mm, col] = yt[col, M // sq * sq + mm]
+
+    return kernel
+
+
+def _channels_kernel(spec: KernelSpec):
+    """A 1x1 conv in NCHW: per image, X[n] is already [K, HW] and Y[n] is [N_out, HW]."""
+    n, k = spec.out_features, spec.in_features
+    r, c = spec.block
+    nb, tile, nparts = spec.block_rows, spec.tile, spec.parts
+    kp = -(-k // c) * c
+    token_tiles = _token_tiles(spec)
+
+    @T.prim_func
+    def kernel(x: T.handle, d: T.handle, ind: T.handle, ptr: T.handle, prt: T.handle,
+               bi: T.handle, y: T.handle):
+        T.func_attr({"global_symbol": ENTRY, "tirx.noalias": True, "tirx.is_scheduled": True,
+                     "sparsepass.kernel": "bsr_linear.channels"})
+        B = T.int64()
+        M = T.int64()
+        NNZB = T.int64()
+        X = T.match_buffer(x, (B, k, M), "float32", align=4, offset_factor=1)
+        data = T.match_buffer(d, (NNZB, c, r), "float32", align=4)
+        indices = T.match_buffer(ind, (NNZB,), "int32", align=4)
+        indptr = T.match_buffer(ptr, (nb + 1,), "int32", align=4)
+        parts = T.match_buffer(prt, (nparts + 1,), "int32", align=4)
+        bias = T.match_buffer(bi, (nb * r,), "float32", align=4)
+        Y = T.match_buffer(y, (B, n, M), "float32", align=4, offset_factor=1)
+        xt = T.alloc_buffer((kp, (M + tile - 1) // tile * tile), "float32")
+        yt = T.alloc_buffer((nb * r, (M + tile - 1) // tile * tile), "float32")
+        for image in range(B):
+            for kk in T.parallel(kp):
+                for m in range((M + tile - 1) // tile * tile):
+                    xt[kk, m] = T.if_then_else(m < M and kk < k,
+                                               X[image, T.min(kk, k - 1), T.min(m, M - 1)], T.float32(0))
+            token_tiles(xt, yt, data, indices, indptr, parts, bias, (M + tile - 1) // tile)
+            for row in T.parallel(n):
+                for m in range(M):
+                    Y[image, row, m] = yt[row, m]
 
     return kernel

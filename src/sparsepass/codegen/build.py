@@ -11,7 +11,8 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-from sparsepass.codegen import bsr_linear_cpu, bsr_linear_cuda, cache, dense_matmul_cpu, norm_cpu
+from sparsepass.codegen import (bsr_linear_cpu, bsr_linear_cuda, cache, dense_matmul_cpu, norm_cpu,
+                                pattern_conv_cpu)
 from sparsepass.codegen.target import tvm_target
 from sparsepass.codegen.tvm_api import compile_module, tvm
 
@@ -21,6 +22,7 @@ GENERATORS: dict[tuple[str, str], tuple[Callable, str]] = {
     ("bsr_linear", "cuda"): (bsr_linear_cuda.generate, bsr_linear_cuda.ENTRY),
     ("dense_matmul", "llvm"): (dense_matmul_cpu.generate, dense_matmul_cpu.ENTRY),
     ("row_norm", "llvm"): (norm_cpu.generate, norm_cpu.ENTRY),
+    ("pattern_conv", "llvm"): (pattern_conv_cpu.generate, pattern_conv_cpu.ENTRY),
 }
 
 _loaded: dict = {}  # spec -> compiled function

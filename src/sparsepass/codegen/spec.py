@@ -21,8 +21,9 @@ MAX_PARTS = 128
 EPILOGUES = ("none", "relu", "gelu", "silu", "tanh")
 
 #: Loop layouts: "rows" vectorises over a block's rows (tall blocks, R >= 8);
-#: "tokens" vectorises over rows of X (short blocks and unstructured).
-LAYOUTS = ("rows", "tokens")
+#: "tokens" vectorises over rows of X (short blocks and unstructured); "channels" is
+#: "tokens" for a 1x1 conv in NCHW: X is [N, K, M] and Y [N, N_out, M], no transposes.
+LAYOUTS = ("rows", "tokens", "channels")
 
 
 class SpecMixin:

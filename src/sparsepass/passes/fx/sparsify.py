@@ -1,4 +1,4 @@
-"""``sparsify_graph``: pruned linear layers of a torch.fx graph become generated BSR kernels.
+"""``sparsify_graph``: pruned linear and conv layers of a torch.fx graph become generated kernels.
 
 The pass copies the GraphModule (its input is never mutated), finds every
 linear-like node (see match.RULES), analyses each constant weight, lets the
@@ -15,7 +15,6 @@ import copy
 import dataclasses
 import logging
 import math
-import re
 from typing import Any, Sequence
 
 import torch
@@ -28,16 +27,15 @@ from sparsepass.errors import SparsifyError
 from sparsepass.ops import torch_ops  # noqa: F401  (registers torch.ops.sparsepass)
 from sparsepass.passes.analysis import Structure, detect
 from sparsepass.passes.fx.activations import fusable_activation
+from sparsepass.passes.fx.conv_match import match_conv
 from sparsepass.passes.fx.match import LinearSite, match_linear
+from sparsepass.passes.fx.sparsify_conv import rewrite_conv
 from sparsepass.passes.plan import DEFAULT_COST, DEFAULT_TOKENS, CostModel, Decision, choose
 from sparsepass.passes.report import LayerReport, Report
+from sparsepass.passes.fx.splice import META_KEY, REPLACES_KEY, register_arrays, splice_call
 
 log = logging.getLogger(__name__)
 
-#: Key of the facts sparsepass leaves on fx nodes: the LayerReport of a rewritten node.
-META_KEY = "sparsepass"
-#: Key naming the node of the original graph whose value a rewritten node computes.
-REPLACES_KEY = "sparsepass_replaces"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,15 +107,6 @@ def _tokens_per_site(gm: fx.GraphModule, example_inputs: Sequence[Any] | None) -
     return rows
 
 
-def _buffer_prefix(gm: fx.GraphModule, name: str) -> str:
-    base = "_sparsepass_" + re.sub(r"\W", "_", name)
-    prefix, n = base, 1
-    while hasattr(gm, prefix + "_data"):
-        n += 1
-        prefix = f"{base}_{n}"
-    return prefix
-
-
 def _kernel_label(spec) -> str:
     label = f"bsr {spec.block[0]}x{spec.block[1]} {spec.layout}"
     return label if spec.epilogue == "none" else f"{label} +{spec.epilogue}"
@@ -159,12 +148,8 @@ class _Rewriter:
         if key not in self.buffers:
             bias = None if site.bias is None else site.bias.float().numpy()
             bsr = to_bsr(site.weight.numpy(), spec.block, spec.parts, bias)
-            prefix = _buffer_prefix(self.gm, site.name)
-            names = []
-            for field in ("data", "indices", "indptr", "parts", "bias"):
-                self.gm.register_buffer(f"{prefix}_{field}", torch.from_numpy(getattr(bsr, field)))
-                names.append(f"{prefix}_{field}")
-            self.buffers[key] = names
+            self.buffers[key] = register_arrays(self.gm, site.name, {
+                field: getattr(bsr, field) for field in ("data", "indices", "indptr", "parts", "bias")})
         return self.buffers[key]
 
     def rewrite(self, site: LinearSite) -> LayerReport:
@@ -185,24 +170,16 @@ class _Rewriter:
 
     def splice(self, site: LinearSite, decision: Decision, report: LayerReport,
                activation: fx.Node | None) -> None:
-        graph, node = self.gm.graph, site.node
-        names = self.pack(site, decision)
-        with graph.inserting_before(node):
-            buffers = [graph.get_attr(name) for name in names]
-            new = graph.call_function(
-                torch.ops.sparsepass.bsr_linear.default,
-                (site.x, *buffers, decision.kernel.to_json(), site.name),
-            )
-            if site.bias_node is not None:
-                new = graph.call_function(torch.add, (new, site.bias_node))
+        node = site.node
         last = activation if activation is not None else node
-        new.meta.update({k: v for k, v in last.meta.items() if k != META_KEY})
-        new.meta[META_KEY] = report
-        new.meta[REPLACES_KEY] = last.meta.get(REPLACES_KEY, last.name)
-        last.replace_all_uses_with(new)
-        if activation is not None:
-            graph.erase_node(activation)
-        graph.erase_node(node)
+        erase = [node] + ([activation] if activation is not None else [])
+        new = splice_call(self.gm, torch.ops.sparsepass.bsr_linear.default, node, last,
+                          (site.x, decision.kernel.to_json(), site.name), self.pack(site, decision),
+                          report, erase)
+        if site.bias_node is not None:  # a bias computed in the graph is added after the kernel
+            with self.gm.graph.inserting_after(new):
+                added = self.gm.graph.call_function(torch.add, (new, site.bias_node))
+            new.replace_all_uses_with(added, delete_user_cb=lambda user: user is not added)
 
 
 def _erase_dead_weights(gm: fx.GraphModule) -> None:
@@ -260,8 +237,18 @@ def sparsify_graph(
     out = copy.deepcopy(gm)
     rewriter = _Rewriter(out, canonical_target(target), _tokens_per_site(out, example_inputs), options)
     # Match each node only when reached: an earlier rewrite may have replaced its inputs.
-    sites = (match_linear(out, node) for node in list(out.graph.nodes))
-    layers = tuple(rewriter.rewrite(site) for site in sites if site is not None)
+    layers = []
+    for node in list(out.graph.nodes):
+        if node.graph is not out.graph:  # erased by an earlier fusion
+            continue
+        site = match_linear(out, node)
+        if site is not None:
+            layers.append(rewriter.rewrite(site))
+            continue
+        conv = match_conv(out, node)
+        if conv is not None:
+            layers.append(rewrite_conv(out, conv, rewriter.target, options.fuse_activations))
+    layers = tuple(layers)
     _erase_dead_weights(out)
     out.graph.lint()
     out.recompile()

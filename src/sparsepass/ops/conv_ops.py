@@ -1,0 +1,72 @@
+"""Custom ops for convolutions: ``sparsepass::pattern_conv2d`` (3x3 PCONV) and
+``sparsepass::bsr_conv1x1`` (1x1 conv as BSR in NCHW), with fake kernels for export."""
+
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import torch
+
+from sparsepass.codegen import runtime
+from sparsepass.codegen.build import get_kernel
+from sparsepass.codegen.pattern_conv_cpu import ConvSpec
+from sparsepass.codegen.spec import KernelSpec
+from sparsepass.errors import SparsifyError
+
+
+@functools.lru_cache(maxsize=None)
+def _conv_spec(text: str) -> ConvSpec:
+    import json
+
+    return ConvSpec(**json.loads(text))
+
+
+def _check(x: torch.Tensor, channels: int, layer: str, spatial: tuple[int, int] | None = None) -> None:
+    if x.dtype != torch.float32 or x.device.type != "cpu":
+        raise SparsifyError(layer, f"input is {x.dtype} on {x.device}; the kernel takes float32 on the CPU")
+    if x.dim() != 4 or x.shape[1] != channels or (spatial and tuple(x.shape[2:]) != spatial):
+        expected = f"[N, {channels}, {spatial[0]}, {spatial[1]}]" if spatial else f"[N, {channels}, H, W]"
+        raise SparsifyError(layer, f"input of shape {tuple(x.shape)} does not match {expected} "
+                                   "(the kernel is specialised to the shape seen when sparsifying)")
+
+
+@torch.library.custom_op("sparsepass::pattern_conv2d", mutates_args=())
+def pattern_conv2d(x: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor, cols: torch.Tensor,
+                   rowptr: torch.Tensor, bias: torch.Tensor, residual: Optional[torch.Tensor], spec: str,
+                   layer: str) -> torch.Tensor:
+    """A pattern-pruned 3x3 conv (+ bias, + residual, + ReLU per the spec), NCHW float32."""
+    s = _conv_spec(spec)
+    _check(x, s.in_channels, layer, (s.height, s.width))
+    out = torch.empty(x.shape[0], s.out_channels, s.out_height, s.out_width)
+    res = residual.contiguous() if s.residual else torch.zeros(1)
+    if s.residual and (residual is None or tuple(residual.shape) != tuple(out.shape)):
+        raise SparsifyError(layer, f"residual input must have the output's shape {tuple(out.shape)}")
+    runtime.set_num_threads(torch.get_num_threads())
+    get_kernel(s)(x.contiguous(), offsets, weights, cols, rowptr, bias, res, out)
+    return out
+
+
+@pattern_conv2d.register_fake
+def _pattern_conv2d_fake(x, offsets, weights, cols, rowptr, bias, residual, spec, layer):
+    s = _conv_spec(spec)
+    return x.new_empty((x.shape[0], s.out_channels, s.out_height, s.out_width))
+
+
+@torch.library.custom_op("sparsepass::bsr_conv1x1", mutates_args=())
+def bsr_conv1x1(x: torch.Tensor, data: torch.Tensor, indices: torch.Tensor, indptr: torch.Tensor,
+                parts: torch.Tensor, bias: torch.Tensor, spec: str, layer: str) -> torch.Tensor:
+    """A 1x1 conv (stride 1, no padding) with a BSR weight, NCHW float32."""
+    s = KernelSpec.from_json(spec)
+    _check(x, s.in_features, layer)
+    n, _, h, w = x.shape
+    out = torch.empty(n, s.out_features, h, w)
+    runtime.set_num_threads(torch.get_num_threads())
+    get_kernel(s)(x.contiguous().reshape(n, s.in_features, h * w), data, indices, indptr, parts, bias,
+                  out.reshape(n, s.out_features, h * w))
+    return out
+
+
+@bsr_conv1x1.register_fake
+def _bsr_conv1x1_fake(x, data, indices, indptr, parts, bias, spec, layer):
+    return x.new_empty((x.shape[0], KernelSpec.from_json(spec).out_features, *x.shape[2:]))

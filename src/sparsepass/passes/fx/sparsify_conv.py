@@ -1,0 +1,88 @@
+"""The conv half of sparsify_graph: pattern-pruned 3x3 convs and sparse 1x1 convs.
+
+A 3x3 conv with PCONV sparsity becomes ``sparsepass::pattern_conv2d`` (with a
+following ReLU, residual add, or add then ReLU fused into its store); a 1x1
+conv with block or unstructured sparsity becomes ``sparsepass::bsr_conv1x1``
+(with a following ReLU fused). The kernel is specialised to the input's
+height and width, known from the example inputs (ShapeProp) or from the
+``val`` meta of an exported graph; without them a conv stays dense, and the
+report says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.fx as fx
+
+from sparsepass.codegen.bsr_format import to_bsr
+from sparsepass.codegen.pattern_conv_cpu import ConvSpec
+from sparsepass.codegen.pattern_format import to_pattern_csr
+from sparsepass.ops import conv_ops  # noqa: F401  (registers the conv ops)
+from sparsepass.passes.conv_analysis import detect_conv
+from sparsepass.passes.fx.conv_match import ConvSite, _shape, fusable_tail
+from sparsepass.passes.fx.splice import register_arrays, splice_call
+from sparsepass.passes.plan import Decision, choose_conv
+from sparsepass.passes.report import LayerReport
+
+
+def _conv_params(site: ConvSite) -> dict:
+    shape = _shape(site.x)
+    known = shape is not None and len(shape) == 4
+    batch, height, width = (shape[0], shape[2], shape[3]) if known else (1, None, None)
+    return {"stride": site.stride, "padding": site.padding, "dilation": site.dilation,
+            "groups": site.groups, "batch": batch, "height": height, "width": width}
+
+
+def _label(decision: Decision, epilogue: str, residual: bool) -> str:
+    spec = decision.kernel
+    base = "pattern conv" if isinstance(spec, ConvSpec) else f"bsr {spec.block[0]}x{spec.block[1]} channels"
+    return base + (" +residual" if residual else "") + ("" if epilogue == "none" else f" +{epilogue}")
+
+
+def rewrite_conv(gm: fx.GraphModule, site: ConvSite, target: dict, fuse: bool) -> LayerReport:
+    """Rewrite one conv site if the planner says so; return its report entry."""
+    if site.why_dense:
+        return LayerReport(site.name, "conv2d", (), "-", None, "dense", site.why_dense)
+    structure = detect_conv(site.weight)
+    if isinstance(site.padding, str):
+        decision = Decision(None, f"padding={site.padding!r} stays dense")
+    elif site.weight.dtype != torch.float32:
+        decision = Decision(None, f"weight dtype is {site.weight.dtype}; sparse kernels are float32 only")
+    else:
+        decision = choose_conv(structure, _conv_params(site), target)
+    if decision.kernel is None:
+        return LayerReport(site.name, "conv2d", structure.shape, structure.summary(), structure.density,
+                           "dense", decision.reason)
+    is_pattern = isinstance(decision.kernel, ConvSpec)
+    last, residual, epilogue = fusable_tail(gm, site.node, allow_residual=is_pattern) if fuse \
+        else (site.node, None, "none")
+    spec = dataclasses.replace(decision.kernel, epilogue=epilogue,
+                               **({"residual": residual is not None} if is_pattern else {}))
+    report = LayerReport(site.name, "conv2d", structure.shape, structure.summary(), structure.density,
+                         _label(decision, epilogue, residual is not None), decision.reason,
+                         decision.estimated_speedup if decision.sparse_cost else None)
+    bias = None if site.bias is None else site.bias.float().numpy()
+    erase = _chain(site.node, last)
+    if is_pattern:
+        packed = to_pattern_csr(site.weight.numpy(), spec.tap_offset, spec.taps, bias)
+        names = register_arrays(gm, site.name, {f: getattr(packed, f) for f in
+                                                ("offsets", "weights", "cols", "rowptr", "bias")})
+        splice_call(gm, torch.ops.sparsepass.pattern_conv2d.default, site.node, last,
+                    (site.x, residual, spec.to_json(), site.name), names, report, erase)
+    else:
+        packed = to_bsr(site.weight[:, :, 0, 0].numpy(), spec.block, spec.parts, bias)
+        names = register_arrays(gm, site.name, {f: getattr(packed, f) for f in
+                                                ("data", "indices", "indptr", "parts", "bias")})
+        splice_call(gm, torch.ops.sparsepass.bsr_conv1x1.default, site.node, last,
+                    (site.x, spec.to_json(), site.name), names, report, erase)
+    return report
+
+
+def _chain(first: fx.Node, last: fx.Node) -> list[fx.Node]:
+    """The nodes from ``first`` to ``last`` following single users (conv, add, relu)."""
+    chain = [first]
+    while chain[-1] is not last:
+        chain.append(next(iter(chain[-1].users)))
+    return chain
