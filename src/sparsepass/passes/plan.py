@@ -217,7 +217,7 @@ def choose_conv(structure, conv: dict, target: dict):
                       f"{dense_cost / sparse_cost:.2f}x faster than dense", dense_cost, sparse_cost)
     spec = ConvSpec.make(in_channels=structure.shape[1], out_channels=structure.shape[0],
                          height=conv["height"], width=conv["width"], stride=conv["stride"][0],
-                         padding=conv["padding"][0], taps=structure.max_taps, target=target)
+                         padding=conv["padding"][0], taps=max(1, structure.max_taps), target=target)
     return Decision(spec, f"pattern conv, {len(structure.patterns)} patterns of <= {structure.max_taps} "
                           f"taps, {structure.kernels_kept} kernels", dense_cost, sparse_cost)
 

@@ -1,0 +1,108 @@
+"""Pattern-pruned conv blocks (PCONV): two 3x3 convs, 4 of 9 taps, 50% connectivity (density ~0.22).
+
+At 64ch 56x56, 128ch 28x28 and 256ch 14x14, one thread: PyTorch dense, ONNX
+Runtime dense, sparsepass, and the ideal (best dense x density), in one run.
+Then the effect of ReorderFilters on two threads (balanced vs not).
+
+    python benchmarks/bench_pattern_conv.py [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import io
+import warnings
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+from timing import median_ms
+
+from sparsepass import passes, prune
+from sparsepass.codegen import runtime
+from sparsepass.passes.fx.reorder_filters import reorder_filters
+from sparsepass.testing import assert_equivalent
+
+BLOCKS = ((64, 56), (128, 28), (256, 14))
+
+
+def block(channels: int) -> nn.Module:
+    model = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU()).eval()
+    prune.pattern_prune(model, taps=4, patterns=8, connectivity=0.5)
+    return model
+
+
+def ort_ms(model, x, repeats: int) -> float:
+    import onnxruntime as ort
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), buffer, dynamo=False, opset_version=17)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: x.numpy()}
+    return median_ms(lambda: session.run(None, feed), repeats)
+
+
+def skewed_block(channels: int) -> nn.Module:
+    """A block whose filters keep from 90% down to 10% of their kernels (first filters heaviest)."""
+    model = block(channels)
+    with torch.no_grad():
+        for conv in (m for m in model.modules() if isinstance(m, nn.Conv2d)):
+            keep = torch.rand(channels, channels) < torch.linspace(0.9, 0.1, channels)[:, None]
+            conv.weight.mul_(keep[:, :, None, None])
+    return model
+
+
+def reorder_effect(repeats: int) -> None:
+    """Two threads: the same sparsified block with and without ReorderFilters."""
+    threads = min(2, len(os.sched_getaffinity(0)))
+    torch.set_num_threads(threads)
+    runtime.set_num_threads(threads)
+    print(f"\nfilter reorder, {threads} threads (128ch 28x28 block):")
+    for name, model in (("pattern_prune as is", block(128)), ("skewed filters", skewed_block(128))):
+        x = torch.randn(1, 128, 28, 28)
+        plain = passes.sparsify_graph(fx.symbolic_trace(model), example_inputs=(x,))
+        reordered_graph = reorder_filters(fx.symbolic_trace(model))
+        reordered = passes.sparsify_graph(reordered_graph, example_inputs=(x,))
+        assert_equivalent(model, reordered, [x])
+        before = max(g.imbalance_before for g in reordered_graph.sparsepass_reorder)
+        after = max(g.imbalance_after for g in reordered_graph.sparsepass_reorder if g.permuted)
+        plain_ms, reordered_ms = median_ms(lambda: plain(x), repeats), median_ms(lambda: reordered(x), repeats)
+        print(f"  {name:20} heavier half {before:.2f} -> {after:.2f} of the work; "
+              f"{plain_ms:.3f} ms -> {reordered_ms:.3f} ms ({plain_ms / reordered_ms:.2f}x)")
+
+
+@torch.no_grad()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    runtime.set_num_threads(1)
+    torch.manual_seed(0)
+    print(f"{'block':>14} {'density':>7} {'torch ms':>9} {'ort ms':>8} {'sparse ms':>9} {'ideal ms':>8} "
+          f"{'vs torch':>8} {'vs ort':>7} {'/ideal':>7}")
+    for channels, size in BLOCKS:
+        model = block(channels)
+        x = torch.randn(1, channels, size, size)
+        fast = passes.sparsify_graph(fx.symbolic_trace(model), example_inputs=(x,))
+        assert fast.sparsepass_report.rewritten == 2, str(fast.sparsepass_report)
+        assert_equivalent(model, fast, [x])
+        weights = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
+        density = sum(int((w != 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+        dense = median_ms(lambda: model(x), args.repeats)
+        ort = ort_ms(model, x, args.repeats)
+        sparse = median_ms(lambda: fast(x), args.repeats)
+        ideal = min(dense, ort) * density
+        print(f"{channels:>5}ch {size:>3}x{size:<3} {density:>7.3f} {dense:>9.3f} {ort:>8.3f} {sparse:>9.3f} "
+              f"{ideal:>8.3f} {dense / sparse:>7.2f}x {ort / sparse:>6.2f}x {sparse / ideal:>6.2f}x", flush=True)
+    reorder_effect(args.repeats)
+
+
+if __name__ == "__main__":
+    main()
