@@ -2,7 +2,8 @@
 
 Use as ``tvm.compile(mod, target, relax_pipeline=pipeline(target))``. Stages:
 
-1. sparsepass: SparsifyLinear (pruned constant-weight linears -> BSR kernels),
+1. sparsepass: FoldBatchNorm, SparsifyConv2d (PCONV 3x3 and sparse 1x1 convs),
+   SparsifyLinear (pruned constant-weight linears -> BSR kernels),
    FoldConstant, DenseMatmul (remaining matmuls, dense weights included -> our
    dense kernel), FastNormalizations (last-axis softmax / layer norm);
 2. TVM's CPU library dispatch, then legalization with fast GELU/SiLU/tanh,
@@ -18,6 +19,7 @@ backend (dlight's GPU rules schedule everything else).
 from __future__ import annotations
 
 from sparsepass.codegen.target import canonical_target, tvm_target
+from sparsepass.passes.relax.conv import FoldBatchNorm, SparsifyConv2d
 from sparsepass.passes.relax.dense_matmul import DenseMatmul
 from sparsepass.passes.relax.legalize import LEGALIZE_MAP
 from sparsepass.passes.relax.normalization import FastNormalizations
@@ -32,8 +34,8 @@ from tvm.s_tir import dlight
 def sparsepass_passes(target=None, options: SparsifyLinearOptions = SparsifyLinearOptions()) -> list:
     """The sparsepass rewrites, for users composing their own Sequential: pruned linears to
     BSR kernels, then every remaining matmul (dense weights folded to constants) to ours."""
-    return [SparsifyLinear(target, options), relax.transform.FoldConstant(), DenseMatmul(target),
-            FastNormalizations(target)]
+    return [FoldBatchNorm(), SparsifyConv2d(target), SparsifyLinear(target, options),
+            relax.transform.FoldConstant(), DenseMatmul(target), FastNormalizations(target)]
 
 
 def _cuda_stages(target_dict: dict, tvm_tgt, options) -> list:

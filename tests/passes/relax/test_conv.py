@@ -1,0 +1,58 @@
+"""Relax FoldBatchNorm and SparsifyConv2d: folded like PyTorch, pattern convs equal end to end."""
+
+import pytest
+import torch
+import torch.nn as nn
+import tvm
+
+from sparsepass import frontends, prune
+from sparsepass.passes import relax as sp
+from sparsepass.testing import assert_equivalent
+from sparsepass.testing.models import ResNet18, randomize_batchnorm
+from sparsepass.testing.relax import call_tir_targets, relax_ops, sparsepass_kernels
+from sparsepass.testing import strategies as sps
+
+
+class ConvBnRelu(nn.Module):
+    def __init__(self, c=8, residual=True):
+        super().__init__()
+        self.conv, self.bn, self.residual = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), residual
+        with torch.no_grad():
+            self.conv.weight.mul_(torch.from_numpy(sps.pattern_mask(c, c, 4, 4, 0.5, 0)))
+        randomize_batchnorm(self)
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        return torch.relu(y + x if self.residual else y)
+
+
+def test_fold_batchnorm_removes_it_and_keeps_values(host):
+    model = ConvBnRelu().eval()
+    x = torch.randn(2, 8, 6, 6)
+    mod = sp.FoldBatchNorm()(frontends.to_relax(model, (x,)))
+    assert "relax.nn.batch_norm" not in relax_ops(mod)
+    assert_equivalent(model, tvm.compile(mod, target=host), [x])
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_conv_bn_relu_block_becomes_one_pattern_kernel(host, residual):
+    model = ConvBnRelu(residual=residual).eval()
+    x = torch.randn(1, 8, 9, 9)
+    mod = tvm.transform.Sequential([sp.FoldBatchNorm(), sp.SparsifyConv2d()])(frontends.to_relax(model, (x,)))
+    [kernel] = call_tir_targets(mod)
+    assert mod[kernel].attrs["sparsepass.kernel"] == "pattern_conv"
+    assert sp.report(mod)[0].kernel == "pattern conv" + (" +residual" if residual else "") + " +relu"
+    assert not {"relax.nn.conv2d", "relax.nn.relu"} & set(relax_ops(mod))
+    assert_equivalent(model, tvm.compile(mod, target=host), [x])
+
+
+@pytest.mark.slow
+def test_pattern_pruned_resnet18_through_the_relax_pipeline(host):
+    torch.manual_seed(0)
+    model = randomize_batchnorm(ResNet18(num_classes=10, width=16)).eval()
+    prune.pattern_prune(model, taps=4, patterns=8, connectivity=0.5)
+    x = torch.randn(2, 3, 64, 64)
+    mod = frontends.to_relax(model, (x,))
+    lowered = sp.pipeline()(mod)
+    assert "pattern_conv" in set(sparsepass_kernels(lowered).values())
+    assert_equivalent(model, tvm.compile(mod, target=host, relax_pipeline=sp.pipeline()), [x])
