@@ -12,7 +12,7 @@ import threading
 from typing import Callable
 
 from sparsepass.codegen import (bsr_linear_cpu, bsr_linear_cuda, cache, dense_matmul_cpu, norm_cpu,
-                                pattern_conv_cpu)
+                                pattern_conv_cpu, pattern_conv_cuda)
 from sparsepass.codegen.target import tvm_target
 from sparsepass.codegen.tvm_api import compile_module, tvm
 
@@ -23,6 +23,7 @@ GENERATORS: dict[tuple[str, str], tuple[Callable, str]] = {
     ("dense_matmul", "llvm"): (dense_matmul_cpu.generate, dense_matmul_cpu.ENTRY),
     ("row_norm", "llvm"): (norm_cpu.generate, norm_cpu.ENTRY),
     ("pattern_conv", "llvm"): (pattern_conv_cpu.generate, pattern_conv_cpu.ENTRY),
+    ("pattern_conv", "cuda"): (pattern_conv_cuda.generate, pattern_conv_cuda.ENTRY),
 }
 
 _loaded: dict = {}  # spec -> compiled function

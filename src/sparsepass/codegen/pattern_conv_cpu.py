@@ -72,7 +72,10 @@ class ConvSpec(SpecMixin):
         return self.stride * self.phase_pitch
 
     def tap_offset(self, dy: int, dx: int) -> int:
-        """Offset of tap (dy, dx) from the tap (0, 0) of the same output position."""
+        """How the kernel for this spec's target stores tap (dy, dx): on CPUs its offset in the
+        padded input plane (from tap (0, 0) of the same output), on CUDA its index dy * 3 + dx."""
+        if self.target_dict["kind"] == "cuda":
+            return dy * 3 + dx
         return dy * self.pitch + (dx % self.stride) * self.phase_pitch + dx // self.stride
 
     @property

@@ -22,9 +22,11 @@ def _conv_spec(text: str) -> ConvSpec:
     return ConvSpec(**json.loads(text))
 
 
-def _check(x: torch.Tensor, channels: int, layer: str, spatial: tuple[int, int] | None = None) -> None:
-    if x.dtype != torch.float32 or x.device.type != "cpu":
-        raise SparsifyError(layer, f"input is {x.dtype} on {x.device}; the kernel takes float32 on the CPU")
+def _check(x: torch.Tensor, channels: int, layer: str, spatial: tuple[int, int] | None = None,
+           device: str = "cpu") -> None:
+    if x.dtype != torch.float32 or x.device.type != device:
+        raise SparsifyError(layer, f"input is {x.dtype} on {x.device}; the kernel takes float32 on {device} "
+                                   "(sparsify_graph's target)")
     if x.dim() != 4 or x.shape[1] != channels or (spatial and tuple(x.shape[2:]) != spatial):
         expected = f"[N, {channels}, {spatial[0]}, {spatial[1]}]" if spatial else f"[N, {channels}, H, W]"
         raise SparsifyError(layer, f"input of shape {tuple(x.shape)} does not match {expected} "
@@ -37,12 +39,14 @@ def pattern_conv2d(x: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor
                    layer: str) -> torch.Tensor:
     """A pattern-pruned 3x3 conv (+ bias, + residual, + ReLU per the spec), NCHW float32."""
     s = _conv_spec(spec)
-    _check(x, s.in_channels, layer, (s.height, s.width))
-    out = torch.empty(x.shape[0], s.out_channels, s.out_height, s.out_width)
-    res = residual.contiguous() if s.residual else torch.zeros(1)
+    device = "cuda" if s.target_dict["kind"] == "cuda" else "cpu"
+    _check(x, s.in_channels, layer, (s.height, s.width), device)
+    out = torch.empty(x.shape[0], s.out_channels, s.out_height, s.out_width, device=x.device)
+    res = residual.contiguous() if s.residual else torch.zeros(1, device=x.device)
     if s.residual and (residual is None or tuple(residual.shape) != tuple(out.shape)):
         raise SparsifyError(layer, f"residual input must have the output's shape {tuple(out.shape)}")
-    runtime.set_num_threads(torch.get_num_threads())
+    if device == "cpu":
+        runtime.set_num_threads(torch.get_num_threads())
     get_kernel(s)(x.contiguous(), offsets, weights, cols, rowptr, bias, res, out)
     return out
 

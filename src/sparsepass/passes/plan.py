@@ -196,11 +196,11 @@ def choose_conv(structure, conv: dict, target: dict):
         return _dense(f"groups={conv['groups']} (depthwise/grouped convs stay dense)")
     if conv["dilation"] != (1, 1):
         return _dense(f"dilation {conv['dilation']} is not supported")
-    if is_cuda(target):
-        return _dense("no CUDA conv kernel yet")
     if structure.nnz == structure.size:
         return _dense("weight has no zeros")
     kh, kw = structure.shape[2:]
+    if (kh, kw) == (1, 1) and is_cuda(target):
+        return _dense("1x1 convs run dense (cuDNN) on GPUs")
     if (kh, kw) == (1, 1):
         if conv["stride"] != (1, 1) or conv["padding"] != (0, 0):
             return _dense("1x1 conv with stride or padding stays dense")

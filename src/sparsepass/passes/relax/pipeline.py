@@ -12,8 +12,8 @@ Use as ``tvm.compile(mod, target, relax_pipeline=pipeline(target))``. Stages:
    then our injective rule (parallel + vectorised);
 4. TVM's dataflow lowering and finalization for the Relax VM.
 
-For CUDA targets: SparsifyLinear with the CUDA BSR kernel, then TVM's CUDA
-backend (dlight's GPU rules schedule everything else).
+For CUDA targets: FoldBatchNorm, SparsifyConv2d and SparsifyLinear with the
+CUDA kernels, then TVM's CUDA backend (dlight's GPU rules schedule the rest).
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ def sparsepass_passes(target=None, options: SparsifyLinearOptions = SparsifyLine
 def _cuda_stages(target_dict: dict, tvm_tgt, options) -> list:
     """On NVIDIA GPUs: our BSR kernels, then TVM's CUDA backend (dlight GPU schedules)."""
     return [
+        FoldBatchNorm(),
+        SparsifyConv2d(target_dict),
         SparsifyLinear(target_dict, options),
         relax.transform.DecomposeOpsForInference(),
         *cuda_backend.library_dispatch_passes(tvm_tgt),
