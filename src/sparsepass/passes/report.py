@@ -33,6 +33,8 @@ class Report:
     """The layers a pass looked at, in graph order."""
 
     layers: tuple[LayerReport, ...] = ()
+    compacted: tuple = ()  #: (layer name, weight shape before, after) of channel compaction
+    notes: tuple[str, ...] = ()  #: what a pass could not do, in words
 
     def __iter__(self):
         return iter(self.layers)
@@ -72,4 +74,7 @@ class Report:
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows]
         lines.insert(1, "-" * min(120, len(lines[0])))
         lines.append(f"{self.rewritten} of {len(self.layers)} layers rewritten")
+        for name, before, after in self.compacted:
+            lines.append(f"compacted {name}: {'x'.join(map(str, before))} -> {'x'.join(map(str, after))}")
+        lines.extend(self.notes)
         return "\n".join(lines)

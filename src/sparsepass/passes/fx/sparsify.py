@@ -27,6 +27,7 @@ from sparsepass.errors import SparsifyError
 from sparsepass.ops import torch_ops  # noqa: F401  (registers torch.ops.sparsepass)
 from sparsepass.passes.analysis import Structure, detect
 from sparsepass.passes.fx.activations import fusable_activation
+from sparsepass.passes.fx.compact_channels import compact_channels
 from sparsepass.passes.fx.conv_match import match_conv
 from sparsepass.passes.fx.match import LinearSite, match_linear
 from sparsepass.passes.fx.sparsify_conv import rewrite_conv
@@ -46,11 +47,13 @@ class SparsifyOptions:
     cost : the planner's cost model
     fuse_activations : fold a ReLU/GELU/SiLU/tanh that alone consumes a rewritten
         layer into its kernel's epilogue
+    compact : first remove dead channels physically (compact_channels; needs example inputs)
     """
 
     tokens: int = DEFAULT_TOKENS
     cost: CostModel = DEFAULT_COST
     fuse_activations: bool = True
+    compact: bool = True
 
 
 _TRAINING_MSG = ("is in training mode; call model.eval() before capturing it (sparse kernels are "
@@ -234,6 +237,14 @@ def sparsify_graph(
         raise SparsifyError(None, f"sparsify_graph expects a torch.fx.GraphModule, got {type(gm).__name__}; "
                             "use sparsepass.frontends.trace(model, example_inputs) first")
     check_eval_mode(gm)
+    compacted, notes = (), ()
+    if options.compact and example_inputs is not None and not _is_aten_graph(gm):
+        gm = compact_channels(gm, example_inputs)
+        layers_compacted, kept = gm.sparsepass_compaction
+        compacted = tuple((c.name, c.before, c.after) for c in layers_compacted)
+        notes = kept
+    elif options.compact:
+        notes = ("channel compaction skipped: it needs example_inputs and a module-level graph",)
     out = copy.deepcopy(gm)
     rewriter = _Rewriter(out, canonical_target(target), _tokens_per_site(out, example_inputs), options)
     # Match each node only when reached: an earlier rewrite may have replaced its inputs.
@@ -252,6 +263,6 @@ def sparsify_graph(
     _erase_dead_weights(out)
     out.graph.lint()
     out.recompile()
-    out.sparsepass_report = Report(layers)
+    out.sparsepass_report = Report(layers, compacted, notes)
     log.info("sparsify_graph rewrote %d of %d linear layers", out.sparsepass_report.rewritten, len(layers))
     return out
