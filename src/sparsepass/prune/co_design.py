@@ -1,0 +1,60 @@
+"""Optimizer-compiler co-design: prune each layer to the structure the compiler runs fastest.
+
+For a Linear layer of shape [N, K] at a target density, every candidate block
+shape is priced by the planner's cost model on a synthetic weight with that
+structure (the same `plan.choose` sparsify_graph will use), and the fastest
+is chosen. A 3x3 conv is pruned by whole kernels (blocks of 1 x 9 over its
+[out, in*9] matrix): the connectivity sparsity the pattern conv kernel skips.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch.nn as nn
+
+from sparsepass.codegen.target import canonical_target, target_key
+from sparsepass.passes.analysis import detect
+from sparsepass.passes.plan import choose
+from sparsepass.prune.structures import Blocks, Structure
+
+#: Block shapes the co-design loop chooses among for linear layers.
+CANDIDATES = (Blocks(32, 1), Blocks(16, 1), Blocks(8, 1), Blocks(4, 4), Blocks(4, 1), Blocks(1, 1))
+
+
+@functools.lru_cache(maxsize=None)
+def _best_block(shape: tuple[int, int], density: float, target: str, tokens: int) -> tuple[Structure, float]:
+    import json
+
+    rng = np.random.default_rng(0)
+    best, best_speedup = Blocks(1, 1), 0.0
+    for candidate in CANDIDATES:
+        r, c = candidate.rows, candidate.cols
+        grid = rng.random((-(-shape[0] // r), -(-shape[1] // c))) < density
+        weight = np.kron(grid, np.ones((r, c), dtype=np.float32))[: shape[0], : shape[1]]
+        decision = choose(detect(weight), json.loads(target), tokens=tokens)
+        speedup = decision.estimated_speedup if decision.kernel is not None else 1.0
+        if speedup > best_speedup:
+            best, best_speedup = candidate, speedup
+    return best, best_speedup
+
+
+def structure_choices(layers: dict[str, nn.Module], density: float, target=None,
+                      tokens: int = 128) -> dict[str, Structure]:
+    """The structure to prune each layer to, chosen by what the target runs fastest."""
+    key = target_key(canonical_target(target))
+    choices = {}
+    for name, layer in layers.items():
+        if isinstance(layer, nn.Conv2d) and layer.kernel_size == (3, 3):
+            choices[name] = Blocks(1, 9)
+        else:
+            shape = (layer.weight.shape[0], int(np.prod(layer.weight.shape[1:])))
+            choices[name] = _best_block(shape, density, key, tokens)[0]
+    return choices
+
+
+def explain_choice(shape: tuple[int, int], density: float, target=None, tokens: int = 128) -> str:
+    """Why the co-design loop picks what it picks for one layer shape."""
+    best, speedup = _best_block(shape, density, target_key(canonical_target(target)), tokens)
+    return f"{best} blocks: estimated {speedup:.1f}x over dense at density {density}"
