@@ -46,10 +46,19 @@ class CompactedLayer:
     after: tuple[int, ...]
 
 
+def _rank(node: fx.Node) -> int | None:
+    shape = getattr(node.meta.get("tensor_meta"), "shape", None)
+    return len(shape) if shape is not None else None
+
+
+def _channel_dim(node: fx.Node) -> int:
+    """Channels are dim 1 of NCHW tensors (convs) and the last dim otherwise (linears)."""
+    return 1 if _rank(node) == 4 else -1
+
+
 def _channels(node: fx.Node) -> int | None:
-    meta = node.meta.get("tensor_meta")
-    shape = getattr(meta, "shape", None)
-    return int(shape[1]) if shape is not None and len(shape) >= 2 else None
+    shape = getattr(node.meta.get("tensor_meta"), "shape", None)
+    return int(shape[_channel_dim(node)]) if shape is not None and len(shape) >= 2 else None
 
 
 def _module(gm, node):
@@ -71,7 +80,9 @@ def _bn_shift(bn: nn.BatchNorm2d) -> torch.Tensor:
 
 def _pass_through(gm, node) -> bool:
     module = _module(gm, node)
-    if isinstance(module, (nn.BatchNorm2d, *_ZERO_PRESERVING_MODULES)):
+    if isinstance(module, nn.BatchNorm2d):
+        return _rank(node) == 4
+    if isinstance(module, _ZERO_PRESERVING_MODULES):
         return True
     if node.op == "call_function" and node.target in _ZERO_PRESERVING_FUNCTIONS:
         return True
@@ -123,7 +134,9 @@ class _Analysis:
         if _is_layer(gm, node) and _channels(node) is not None:
             module = _module(gm, node)
             x = node.args[0]
-            if self.carries(x):
+            if self.carries(x) and isinstance(module, nn.Linear) and _rank(x) == 4:
+                self.pin(x, f"{node.name} (a linear over an NCHW tensor's last dim)")
+            elif self.carries(x):
                 columns = module.weight.detach().reshape(module.weight.shape[0], module.weight.shape[1], -1)
                 used = columns.ne(0).any(dim=(0, 2))
                 self.read.update((x.name, c) for c in range(self.width[x.name]) if bool(used[c]))
@@ -136,7 +149,9 @@ class _Analysis:
             self.add_atoms(node, lambda c: self.zero[(x.name, c)] and (shift is None or bool(shift[c] == 0)))
             self.graph.add_edges_from(zip(self.atoms(x), self.atoms(node)))
         elif node.op == "call_function" and node.target in _ADDS and len(inputs) == 2 \
-                and len(node.args) == 2 and _channels(node) is not None:
+                and len(node.args) == 2 and _channels(node) is not None \
+                and self.width[node.args[0].name] == self.width[node.args[1].name] == _channels(node) \
+                and _rank(node.args[0]) == _rank(node.args[1]) == _rank(node):
             a, b = node.args
             self.add_atoms(node, lambda c: self.zero[(a.name, c)] and self.zero[(b.name, c)])
             self.graph.add_edges_from(zip(self.atoms(a), self.atoms(node)))
@@ -160,8 +175,8 @@ class _Analysis:
 
 def _cat_on_channels(node) -> bool:
     dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
-    meta = node.meta.get("tensor_meta")
-    return meta is not None and dim % len(meta.shape) == 1
+    rank = _rank(node)
+    return rank is not None and dim % rank == _channel_dim(node) % rank
 
 
 def _is_flatten(node) -> bool:
