@@ -57,8 +57,8 @@ def launcher(entry: dict, weight: np.ndarray, tokens: int):
     packed = to_bsr(weight, tuple(entry["block"]), entry["parts"])
     x = torch.randn(tokens, entry["in_features"], device="cuda")
     y = torch.empty(tokens, entry["out_features"], device="cuda")
-    arrays = {"X": x, "Y": y, **{name: torch.from_numpy(getattr(packed, name)).cuda()
-                                 for name in ("data", "indices", "indptr", "bias")}}
+    arrays = {"X": x, "Y": y, "R": torch.zeros(1, device="cuda"),  # R: no residual
+              **{name: torch.from_numpy(getattr(packed, name)).cuda() for name in ("data", "indices", "indptr", "bias")}}
     args = []
     for param in entry["params"]:
         if param.endswith("_ptr"):

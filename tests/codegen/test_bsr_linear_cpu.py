@@ -11,18 +11,19 @@ from sparsepass.codegen.build import primfunc
 from sparsepass.codegen.spec import EPILOGUES, KernelSpec
 from sparsepass.codegen.target import canonical_target
 from sparsepass.ops.torch_ops import bsr_linear
-from sparsepass.testing import assert_linear_close
+from sparsepass.testing import assert_linear_close, linear_error_bound
 from sparsepass.testing import strategies as sps
 
 ACTIVATIONS = {"none": lambda y: y, "relu": F.relu, "gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh}
 
 
-def run_kernel(weight, bias, x, block, layout, tile, epilogue="none"):
+def run_kernel(weight, bias, x, block, layout, tile, epilogue="none", residual=None):
     spec = KernelSpec.make(out_features=weight.shape[0], in_features=weight.shape[1], block=block,
-                           layout=layout, tile=tile, epilogue=epilogue, target=canonical_target())
+                           layout=layout, tile=tile, epilogue=epilogue, residual=residual is not None,
+                           target=canonical_target())
     packed = to_bsr(weight.numpy(), block, spec.parts, None if bias is None else bias.numpy())
     arrays = [torch.from_numpy(getattr(packed, f)) for f in ("data", "indices", "indptr", "parts", "bias")]
-    return bsr_linear(x, *arrays, spec.to_json(), "test")
+    return bsr_linear(x, *arrays, residual, spec.to_json(), "test")
 
 
 @given(sps.pruned_weights(max_side=80), st.integers(1, 37), st.booleans(),
@@ -53,3 +54,16 @@ def test_generated_function_is_marked():
                            target=canonical_target())
     func = primfunc(spec)
     assert func.attrs["sparsepass.kernel"] == "bsr_linear.rows"
+
+
+@given(sps.pruned_weights(max_side=60), st.integers(1, 37), st.sampled_from(["rows", "tokens"]),
+       st.sampled_from(["none", "relu"]))
+def test_residual_is_added_before_the_epilogue(case, rows, layout, epilogue):
+    weight, block, _ = case
+    x, bias = torch.randn(rows, weight.shape[1]), torch.randn(weight.shape[0])
+    residual = torch.randn(rows, weight.shape[0])
+    y = run_kernel(weight, bias, x, block, layout, 8 if layout == "rows" else 32, epilogue, residual)
+    pre = F.linear(x, weight, bias) + residual
+    expected = ACTIVATIONS[epilogue](pre)
+    bound = linear_error_bound(x, weight) + torch.finfo(torch.float32).eps * (pre.abs() + residual.abs() + 1)
+    assert ((y - expected).abs() <= bound).all()

@@ -55,8 +55,10 @@ def _rows_kernel(spec: KernelSpec):
         idx = kb * c + cc
         return T.min(idx, k - 1) if k % c else idx
 
+    finish = _finisher(spec)
+
     @T.macro
-    def block_row(X, data, indices, indptr, bias, Y, m0, bn, rows):
+    def block_row(X, data, indices, indptr, bias, R, Y, m0, bn, rows):
         acc = T.alloc_buffer((rows, r), "float32", scope="local")
         for i in T.unroll(rows):
             for v in T.vectorized(r):
@@ -70,15 +72,15 @@ def _rows_kernel(spec: KernelSpec):
         if is_short_row(bn):
             for i in T.unroll(rows):
                 for v in range(short_last_row):
-                    Y[m0 + i, bn * r + v] = act(acc[i, v])
+                    Y[m0 + i, bn * r + v] = finish(acc[i, v], R, (m0 + i, bn * r + v))
         else:
             for i in T.unroll(rows):
                 for v in T.vectorized(r):
-                    Y[m0 + i, bn * r + v] = act(acc[i, v])
+                    Y[m0 + i, bn * r + v] = finish(acc[i, v], R, (m0 + i, bn * r + v))
 
     @T.prim_func
     def kernel(x: T.handle, d: T.handle, ind: T.handle, ptr: T.handle, prt: T.handle,
-               bi: T.handle, y: T.handle):
+               bi: T.handle, res: T.handle, y: T.handle):
         T.func_attr({"global_symbol": ENTRY, "tirx.noalias": True, "tirx.is_scheduled": True,
                      "sparsepass.kernel": "bsr_linear.rows"})
         M = T.int64()
@@ -89,25 +91,49 @@ def _rows_kernel(spec: KernelSpec):
         indptr = T.match_buffer(ptr, (nb + 1,), "int32", align=4)
         parts = T.match_buffer(prt, (nparts + 1,), "int32", align=4)
         bias = T.match_buffer(bi, (nb * r,), "float32", align=4)
+        R = T.match_buffer(res, (M, n) if spec.residual else (1,), "float32", align=4, offset_factor=1)
         Y = T.match_buffer(y, (M, n), "float32", align=4, offset_factor=1)
         for t in T.parallel(M // tile * nparts):
             for q in range(parts[t % nparts + 1] - parts[t % nparts]):
-                block_row(X, data, indices, indptr, bias, Y, t // nparts * tile,
+                block_row(X, data, indices, indptr, bias, R, Y, t // nparts * tile,
                           parts[t % nparts] + q, tile)
         if M % tile > 0:
             for t in T.parallel(M % tile * nparts):
                 for q in range(parts[t % nparts + 1] - parts[t % nparts]):
-                    block_row(X, data, indices, indptr, bias, Y, M // tile * tile + t // nparts,
+                    block_row(X, data, indices, indptr, bias, R, Y, M // tile * tile + t // nparts,
                               parts[t % nparts] + q, 1)
 
     return kernel
 
 
+def _finisher(spec: KernelSpec):
+    """The store-time expression: ``act(acc + R[at])`` with a residual, else ``act(acc)``."""
+    act = epilogue_fn(spec.epilogue)
+
+    def finish(value, R, at):
+        return act(value + R[at]) if spec.residual else act(value)
+
+    return finish
+
+
+def _post_residual(spec: KernelSpec):
+    """For layouts that store a raw tile: the residual and epilogue applied where Y is written."""
+    finish = _finisher(spec)
+
+    def post(value, R, at):
+        return finish(value, R, at) if spec.residual else value
+
+    return post
+
+
 def _token_tiles(spec: KernelSpec):
-    """The macro both token-vectorised layouts share: X^T tile in, Y^T tile out."""
+    """The macro both token-vectorised layouts share: X^T tile in, Y^T tile out.
+
+    With a residual, the tile is stored raw: R is added (then the epilogue) where Y is written.
+    """
     r, c = spec.block
     tile, nparts = spec.tile, spec.parts
-    act = epilogue_fn(spec.epilogue)
+    act = epilogue_fn("none" if spec.residual else spec.epilogue)
 
     @T.macro
     def token_tiles(xt, yt, data, indices, indptr, parts, bias, tiles):
@@ -137,11 +163,12 @@ def _tokens_kernel(spec: KernelSpec):
     nb, tile, nparts = spec.block_rows, spec.tile, spec.parts
     kp = -(-k // c) * c  # K padded to whole block columns (zeros in the workspace)
     token_tiles = _token_tiles(spec)
+    post = _post_residual(spec)
     sq = TRANSPOSE_TILE
 
     @T.prim_func
     def kernel(x: T.handle, d: T.handle, ind: T.handle, ptr: T.handle, prt: T.handle,
-               bi: T.handle, y: T.handle):
+               bi: T.handle, res: T.handle, y: T.handle):
         T.func_attr({"global_symbol": ENTRY, "tirx.noalias": True, "tirx.is_scheduled": True,
                      "sparsepass.kernel": "bsr_linear.tokens"})
         M = T.int64()
@@ -152,6 +179,7 @@ def _tokens_kernel(spec: KernelSpec):
         indptr = T.match_buffer(ptr, (nb + 1,), "int32", align=4)
         parts = T.match_buffer(prt, (nparts + 1,), "int32", align=4)
         bias = T.match_buffer(bi, (nb * r,), "float32", align=4)
+        R = T.match_buffer(res, (M, n) if spec.residual else (1,), "float32", align=4, offset_factor=1)
         Y = T.match_buffer(y, (M, n), "float32", align=4, offset_factor=1)
         # Workspaces: X transposed (tokens contiguous, zero-padded) and Y transposed.
         xt = T.alloc_buffer((kp, (M + tile - 1) // tile * tile), "float32")
@@ -169,13 +197,15 @@ def _tokens_kernel(spec: KernelSpec):
             for nt in range(n // sq):
                 for mm in range(sq):
                     for nn in T.vectorized(sq):
-                        Y[mb * sq + mm, nt * sq + nn] = yt[nt * sq + nn, mb * sq + mm]
+                        Y[mb * sq + mm, nt * sq + nn] = post(yt[nt * sq + nn, mb * sq + mm], R,
+                                                             (mb * sq + mm, nt * sq + nn))
             for mm in range(sq):
                 for nn in range(n % sq):
-                    Y[mb * sq + mm, n // sq * sq + nn] = yt[n // sq * sq + nn, mb * sq + mm]
+                    Y[mb * sq + mm, n // sq * sq + nn] = post(yt[n // sq * sq + nn, mb * sq + mm], R,
+                                                              (mb * sq + mm, n // sq * sq + nn))
         for mm in range(M % sq):
             for col in range(n):
-                Y[M // sq * sq + mm, col] = yt[col, M // sq * sq + mm]
+                Y[M // sq * sq + mm, col] = post(yt[col, M // sq * sq + mm], R, (M // sq * sq + mm, col))
 
     return kernel
 
@@ -187,10 +217,11 @@ def _channels_kernel(spec: KernelSpec):
     nb, tile, nparts = spec.block_rows, spec.tile, spec.parts
     kp = -(-k // c) * c
     token_tiles = _token_tiles(spec)
+    post = _post_residual(spec)
 
     @T.prim_func
     def kernel(x: T.handle, d: T.handle, ind: T.handle, ptr: T.handle, prt: T.handle,
-               bi: T.handle, y: T.handle):
+               bi: T.handle, res: T.handle, y: T.handle):
         T.func_attr({"global_symbol": ENTRY, "tirx.noalias": True, "tirx.is_scheduled": True,
                      "sparsepass.kernel": "bsr_linear.channels"})
         B = T.int64()
@@ -202,6 +233,7 @@ def _channels_kernel(spec: KernelSpec):
         indptr = T.match_buffer(ptr, (nb + 1,), "int32", align=4)
         parts = T.match_buffer(prt, (nparts + 1,), "int32", align=4)
         bias = T.match_buffer(bi, (nb * r,), "float32", align=4)
+        R = T.match_buffer(res, (B, n, M) if spec.residual else (1,), "float32", align=4, offset_factor=1)
         Y = T.match_buffer(y, (B, n, M), "float32", align=4, offset_factor=1)
         xt = T.alloc_buffer((kp, (M + tile - 1) // tile * tile), "float32")
         yt = T.alloc_buffer((nb * r, (M + tile - 1) // tile * tile), "float32")
@@ -213,6 +245,6 @@ def _channels_kernel(spec: KernelSpec):
             token_tiles(xt, yt, data, indices, indptr, parts, bias, (M + tile - 1) // tile)
             for row in T.parallel(n):
                 for m in range(M):
-                    Y[image, row, m] = yt[row, m]
+                    Y[image, row, m] = post(yt[row, m], R, (image, row, m))
 
     return kernel

@@ -60,11 +60,14 @@ def _parts(spec: KernelSpec):
         for i in T.unroll(ROWS):
             acc[base + i] = bias[bn * r + tx]
 
+    def finish(value, R, row, col):
+        return act(value + R[row, col]) if spec.residual else act(value)
+
     @T.macro
-    def store(Y, acc, base, m0, bn, ty, tx):
+    def store(Y, R, acc, base, m0, bn, ty, tx):
         for i in T.unroll(ROWS):
             if m0 + ty * ROWS + i < Y.shape[0] and bn * r + tx < n:
-                Y[m0 + ty * ROWS + i, bn * r + tx] = act(acc[base + i])
+                Y[m0 + ty * ROWS + i, bn * r + tx] = finish(acc[base + i], R, m0 + ty * ROWS + i, bn * r + tx)
 
     return n, k, r, c, nb, tile, load_tile, accumulate, init, store
 
@@ -75,7 +78,7 @@ def generate(spec: KernelSpec):
 
     @T.prim_func
     def kernel(x: T.handle, d: T.handle, ind: T.handle, ptr: T.handle, prt: T.handle, bi: T.handle,
-               y: T.handle):
+               res: T.handle, y: T.handle):
         T.func_attr({"global_symbol": ENTRY, "tirx.noalias": True, "tirx.is_scheduled": True,
                      "sparsepass.kernel": "bsr_linear.cuda"})
         M = T.int64()
@@ -86,6 +89,7 @@ def generate(spec: KernelSpec):
         indptr = T.match_buffer(ptr, (nb + 1,), "int32", align=4)
         T.match_buffer(prt, (spec.parts + 1,), "int32", align=4)  # CPU load balance; unused here
         bias = T.match_buffer(bi, (nb * r,), "float32", align=4)
+        R = T.match_buffer(res, (M, n) if spec.residual else (1,), "float32", align=4, offset_factor=1)
         Y = T.match_buffer(y, (M, n), "float32", align=4, offset_factor=1)
         bx = T.launch_thread("blockIdx.x", nb)
         by = T.launch_thread("blockIdx.y", (M + tile - 1) // tile)
@@ -99,7 +103,7 @@ def generate(spec: KernelSpec):
             load_tile(xs, X, by * tile, indices[indptr[bx] + j] * c, ty * r + tx)
             T.tvm_storage_sync("shared")
             accumulate(acc, 0, xs, data, indptr[bx] + j, ty, tx)
-        store(Y, acc, 0, by * tile, bx, ty, tx)
+        store(Y, R, acc, 0, by * tile, bx, ty, tx)
 
     return kernel
 
@@ -110,7 +114,7 @@ def generate_emulated(spec: KernelSpec):
 
     @T.prim_func
     def kernel(x: T.handle, d: T.handle, ind: T.handle, ptr: T.handle, prt: T.handle, bi: T.handle,
-               y: T.handle):
+               res: T.handle, y: T.handle):
         T.func_attr({"global_symbol": ENTRY, "tirx.noalias": True})
         M = T.int64()
         NNZB = T.int64()
@@ -120,6 +124,7 @@ def generate_emulated(spec: KernelSpec):
         indptr = T.match_buffer(ptr, (nb + 1,), "int32", align=4)
         T.match_buffer(prt, (spec.parts + 1,), "int32", align=4)  # CPU load balance; unused here
         bias = T.match_buffer(bi, (nb * r,), "float32", align=4)
+        R = T.match_buffer(res, (M, n) if spec.residual else (1,), "float32", align=4, offset_factor=1)
         Y = T.match_buffer(y, (M, n), "float32", align=4, offset_factor=1)
         for bx in range(nb):
             for by in range((M + tile - 1) // tile):
@@ -137,7 +142,7 @@ def generate_emulated(spec: KernelSpec):
                             accumulate(acc, (ty * r + tx) * ROWS, xs, data, indptr[bx] + j, ty, tx)
                 for ty in range(THREADS_Y):
                     for tx in range(r):
-                        store(Y, acc, (ty * r + tx) * ROWS, by * tile, bx, ty, tx)
+                        store(Y, R, acc, (ty * r + tx) * ROWS, by * tile, bx, ty, tx)
 
     return kernel
 

@@ -56,6 +56,7 @@ class KernelSpec(SpecMixin):
     tile : rows of X per register tile ("rows") or tokens per vector tile ("tokens")
     epilogue : one of EPILOGUES
     target : the canonical target dict, as sorted JSON (see codegen.target)
+    residual : a tensor shaped like Y is added before the epilogue (``Y = act(X W^T + b + R)``)
     op : the kernel family; "bsr_linear" for now
     """
 
@@ -66,6 +67,7 @@ class KernelSpec(SpecMixin):
     tile: int
     target: str
     epilogue: str = "none"
+    residual: bool = False
     op: str = "bsr_linear"
 
     def __post_init__(self):

@@ -67,7 +67,7 @@ def bsr_conv1x1(x: torch.Tensor, data: torch.Tensor, indices: torch.Tensor, indp
     out = torch.empty(n, s.out_features, h, w)
     runtime.set_num_threads(torch.get_num_threads())
     get_kernel(s)(x.contiguous().reshape(n, s.in_features, h * w), data, indices, indptr, parts, bias,
-                  out.reshape(n, s.out_features, h * w))
+                  torch.zeros(1), out.reshape(n, s.out_features, h * w))
     return out
 
 

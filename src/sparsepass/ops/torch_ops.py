@@ -11,6 +11,7 @@ TVM through DLPack without a copy.
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 import torch
 
@@ -48,21 +49,27 @@ def bsr_linear(
     indptr: torch.Tensor,
     parts: torch.Tensor,
     bias: torch.Tensor,
+    residual: Optional[torch.Tensor],
     spec: str,
     layer: str,
 ) -> torch.Tensor:
-    """``epilogue(x @ W.T + bias)`` with W in sparsepass BSR layout (see codegen.bsr_format)."""
+    """``epilogue(x @ W.T + bias [+ residual])`` with W in sparsepass BSR layout (codegen.bsr_format)."""
     kernel_spec = _spec(spec)
     _check_input(x, kernel_spec, layer)
     rows = x.reshape(-1, kernel_spec.in_features).contiguous()
     out = torch.empty(rows.shape[0], kernel_spec.out_features, dtype=x.dtype, device=x.device)
+    res = torch.zeros(1, device=x.device)
+    if kernel_spec.residual:
+        if residual is None or tuple(residual.shape) != (*x.shape[:-1], kernel_spec.out_features):
+            raise SparsifyError(layer, "the fused residual must have the layer output's shape")
+        res = residual.reshape(rows.shape[0], kernel_spec.out_features).contiguous()
     if rows.shape[0]:
         if x.device.type == "cpu":
             runtime.set_num_threads(torch.get_num_threads())
-        get_kernel(kernel_spec)(rows, data, indices, indptr, parts, bias, out)
+        get_kernel(kernel_spec)(rows, data, indices, indptr, parts, bias, res, out)
     return out.reshape(*x.shape[:-1], kernel_spec.out_features)
 
 
 @bsr_linear.register_fake
-def _bsr_linear_fake(x, data, indices, indptr, parts, bias, spec, layer):
+def _bsr_linear_fake(x, data, indices, indptr, parts, bias, residual, spec, layer):
     return x.new_empty((*x.shape[:-1], _spec(spec).out_features))

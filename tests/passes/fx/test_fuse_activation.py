@@ -12,7 +12,7 @@ from sparsepass.testing import linear_error_bound
 from sparsepass.testing import strategies as sps
 
 #: How much each activation can stretch a difference in its input (its largest slope).
-LIPSCHITZ = {"relu": 1.0, "gelu": 1.13, "silu": 1.1, "tanh": 1.0}
+LIPSCHITZ = {"none": 1.0, "relu": 1.0, "gelu": 1.13, "silu": 1.1, "tanh": 1.0}
 
 
 def pruned_linear(n=96, k=64, bias=True):
@@ -108,3 +108,46 @@ def test_fusion_can_be_turned_off():
     fast = passes.sparsify_graph(fx.symbolic_trace(model),
                                  options=passes.SparsifyOptions(fuse_activations=False))
     assert fast.sparsepass_report["fc"].kernel == "bsr 16x1 rows"
+
+
+class ResidualBlock(nn.Module):
+    """y = act(fc(x) + x): BERT's output projections, ResNet-style MLPs."""
+
+    def __init__(self, act):
+        super().__init__()
+        self.fc, self.act = pruned_linear(64, 64), act
+
+    def forward(self, x):
+        return self.act(self.fc(x) + x)
+
+
+@pytest.mark.parametrize("name,act", [("none", lambda y: y), ("relu", torch.relu), ("gelu", F.gelu)])
+def test_residual_add_and_activation_fuse_into_one_call(name, act):
+    model = ResidualBlock(act).eval()
+    x = torch.randn(4, 32, 64)
+    # Shapes (from example inputs) prove the residual is not a broadcast: only then is it fused.
+    assert "+residual" not in passes.sparsify_graph(fx.symbolic_trace(model)).sparsepass_report["fc"].kernel
+    fast = passes.sparsify_graph(fx.symbolic_trace(model), example_inputs=(x,))
+    label = fast.sparsepass_report["fc"].kernel
+    assert "+residual" in label and (name == "none" or label.endswith(f"+{name}"))
+    calls = [n for n in fast.graph.nodes if n.op in ("call_function", "call_module", "call_method")]
+    assert [n.target for n in calls] == [torch.ops.sparsepass.bsr_linear.default]
+    pre = model.fc(x) + x
+    a, b = ERROR_BOUNDS[name]
+    bound = (LIPSCHITZ.get(name, 1.0) * (linear_error_bound(x, model.fc.weight)
+                                          + torch.finfo(torch.float32).eps * pre.abs()) + a + b * pre.abs())
+    assert ((fast(x) - model(x)).abs() <= bound + torch.finfo(torch.float32).tiny).all()
+
+
+def test_residual_that_depends_on_the_layer_is_not_fused():
+    class SelfResidual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = pruned_linear(64, 64)
+
+        def forward(self, x):
+            y = self.fc(x)
+            return y + y * 2
+
+    fast = passes.sparsify_graph(fx.symbolic_trace(SelfResidual().eval()), example_inputs=(torch.randn(2, 64),))
+    assert "+residual" not in fast.sparsepass_report["fc"].kernel

@@ -160,3 +160,24 @@ def test_activation_fused_through_reshape(host):
     pre = model[0](x)
     bound = 1.13 * 2 * gamma(65) * (x.abs() @ model[0].weight.abs().T) + 4.0e-7 * pre.abs() + 1e-7
     assert ((actual - model(x)).abs() <= bound).all()
+
+
+def test_residual_and_relu_fuse_in_relax(host):
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = pruned(64, 64, (16, 1), 0.3, 1), pruned(64, 64, (16, 1), 0.3, 2)
+
+        def forward(self, x):
+            y = torch.relu(self.a(x) + x)
+            return self.b(y) + y
+
+    model = Residual().eval()
+    x = torch.randn(2, 8, 64)
+    after = sp.SparsifyLinear(options=ALWAYS)(frontends.to_relax(model, (x,)))
+    kernels = sorted(layer.kernel for layer in sp.report(after))
+    assert kernels == ["bsr 16x1 rows +residual", "bsr 16x1 rows +residual +relu"]
+    assert "relax.add" not in relax_ops(after) and "relax.nn.relu" not in relax_ops(after)
+    from sparsepass.testing import assert_equivalent
+
+    assert_equivalent(model, tvm.compile(after, target=host), [x])

@@ -98,11 +98,13 @@ def _shape(node) -> tuple | None:
     return tuple(source.shape) if source is not None and hasattr(source, "shape") else None
 
 
-def fusable_tail(gm: fx.GraphModule, node: fx.Node, allow_residual: bool):
-    """(last node fused, residual node or None, "relu" or "none") for what follows conv ``node``."""
-    relu = fusable_activation(gm, node)
-    if relu is not None and relu[1] == "relu":
-        return relu[0], None, "relu"
+def fusable_tail(gm: fx.GraphModule, node: fx.Node, allow_residual: bool,
+                 activations: tuple[str, ...] = ("relu",)):
+    """(last node fused, residual node or None, epilogue) for what follows ``node``: an activation
+    (one of ``activations``), a residual add, or an add then an activation."""
+    found = fusable_activation(gm, node)
+    if found is not None and found[1] in activations:
+        return found[0], None, found[1]
     if not allow_residual or len(node.users) != 1:
         return node, None, "none"
     [add] = node.users
@@ -112,7 +114,23 @@ def fusable_tail(gm: fx.GraphModule, node: fx.Node, allow_residual: bool):
     if not isinstance(other, fx.Node) or other is node or _shape(other) is None \
             or _shape(other) != _shape(node):
         return node, None, "none"
+    if _reaches(other, node):
+        return node, None, "none"  # the residual depends on this node: cannot be its input
     after = fusable_activation(gm, add)
-    if after is not None and after[1] == "relu":
-        return after[0], other, "relu"
+    if after is not None and after[1] in activations:
+        return after[0], other, after[1]
     return add, other, "none"
+
+
+def _reaches(node: fx.Node, target: fx.Node) -> bool:
+    """Whether ``node`` is computed from ``target``."""
+    stack, seen = [node], set()
+    while stack:
+        current = stack.pop()
+        if current is target:
+            return True
+        if current in seen:
+            continue
+        seen.add(current)
+        stack.extend(current.all_input_nodes)
+    return False

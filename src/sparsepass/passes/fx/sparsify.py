@@ -22,18 +22,18 @@ import torch.fx as fx
 from torch.fx.passes.shape_prop import ShapeProp
 
 from sparsepass.codegen.bsr_format import to_bsr
+from sparsepass.codegen.spec import EPILOGUES
 from sparsepass.codegen.target import canonical_target
 from sparsepass.errors import SparsifyError
 from sparsepass.ops import torch_ops  # noqa: F401  (registers torch.ops.sparsepass)
 from sparsepass.passes.analysis import Structure, detect
-from sparsepass.passes.fx.activations import fusable_activation
 from sparsepass.passes.fx.compact_channels import compact_channels
-from sparsepass.passes.fx.conv_match import match_conv
+from sparsepass.passes.fx.conv_match import fusable_tail, match_conv
 from sparsepass.passes.fx.match import LinearSite, match_linear
 from sparsepass.passes.fx.sparsify_conv import rewrite_conv
 from sparsepass.passes.plan import DEFAULT_COST, DEFAULT_TOKENS, CostModel, Decision, choose
 from sparsepass.passes.report import LayerReport, Report
-from sparsepass.passes.fx.splice import META_KEY, REPLACES_KEY, register_arrays, splice_call
+from sparsepass.passes.fx.splice import META_KEY, REPLACES_KEY, chain, register_arrays, splice_call
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def _tokens_per_site(gm: fx.GraphModule, example_inputs: Sequence[Any] | None) -
 
 
 def _kernel_label(spec) -> str:
-    label = f"bsr {spec.block[0]}x{spec.block[1]} {spec.layout}"
+    label = f"bsr {spec.block[0]}x{spec.block[1]} {spec.layout}" + (" +residual" if spec.residual else "")
     return label if spec.epilogue == "none" else f"{label} +{spec.epilogue}"
 
 
@@ -138,12 +138,11 @@ class _Rewriter:
         return choose(structure, self.target, tokens=max(tokens, 1), epilogue=epilogue,
                       cost=self.options.cost)
 
-    def activation(self, site: LinearSite) -> tuple[fx.Node | None, str]:
-        """The activation to fold into the kernel: only after a constant (or no) bias."""
-        found = fusable_activation(self.gm, site.node) if self.options.fuse_activations else None
-        if found is None or site.bias_node is not None:
-            return None, "none"
-        return found
+    def tail(self, site: LinearSite) -> tuple[fx.Node, fx.Node | None, str]:
+        """(last node fused, residual, epilogue) folded into the kernel; only after a constant bias."""
+        if not self.options.fuse_activations or site.bias_node is not None:
+            return site.node, None, "none"
+        return fusable_tail(self.gm, site.node, allow_residual=True, activations=EPILOGUES[1:])
 
     def pack(self, site: LinearSite, decision: Decision) -> list[str]:
         spec = decision.kernel
@@ -159,8 +158,10 @@ class _Rewriter:
         if site.why_dense:
             return LayerReport(site.name, site.rule, (), "-", None, "dense", site.why_dense)
         structure = self.structure(site)
-        activation, epilogue = self.activation(site)
+        last, residual, epilogue = self.tail(site)
         decision = self.decide(site, structure, epilogue)
+        if decision.kernel is not None and residual is not None:
+            decision = dataclasses.replace(decision, kernel=dataclasses.replace(decision.kernel, residual=True))
         report = LayerReport(
             site.name, site.rule, structure.shape, structure.summary(), structure.density,
             "dense" if decision.kernel is None else _kernel_label(decision.kernel),
@@ -168,16 +169,15 @@ class _Rewriter:
             decision.estimated_speedup if decision.sparse_cost else None,
         )
         if decision.kernel is not None:
-            self.splice(site, decision, report, activation)
+            self.splice(site, decision, report, last, residual)
         return report
 
     def splice(self, site: LinearSite, decision: Decision, report: LayerReport,
-               activation: fx.Node | None) -> None:
+               last: fx.Node, residual: fx.Node | None) -> None:
         node = site.node
-        last = activation if activation is not None else node
-        erase = [node] + ([activation] if activation is not None else [])
+        erase = chain(node, last)
         new = splice_call(self.gm, torch.ops.sparsepass.bsr_linear.default, node, last,
-                          (site.x, decision.kernel.to_json(), site.name), self.pack(site, decision),
+                          (site.x, residual, decision.kernel.to_json(), site.name), self.pack(site, decision),
                           report, erase)
         if site.bias_node is not None:  # a bias computed in the graph is added after the kernel
             with self.gm.graph.inserting_after(new):
@@ -243,8 +243,10 @@ def sparsify_graph(
         layers_compacted, kept = gm.sparsepass_compaction
         compacted = tuple((c.name, c.before, c.after) for c in layers_compacted)
         notes = kept
+    elif options.compact and example_inputs is None:
+        notes = ("channel compaction skipped: it needs example_inputs",)
     elif options.compact:
-        notes = ("channel compaction skipped: it needs example_inputs and a module-level graph",)
+        notes = ("channel compaction skipped: it works on module-level graphs (this one is aten-level)",)
     out = copy.deepcopy(gm)
     rewriter = _Rewriter(out, canonical_target(target), _tokens_per_site(out, example_inputs), options)
     # Match each node only when reached: an earlier rewrite may have replaced its inputs.

@@ -22,7 +22,7 @@ from sparsepass.codegen.pattern_format import to_pattern_csr
 from sparsepass.ops import conv_ops  # noqa: F401  (registers the conv ops)
 from sparsepass.passes.conv_analysis import detect_conv
 from sparsepass.passes.fx.conv_match import ConvSite, _shape, fusable_tail
-from sparsepass.passes.fx.splice import register_arrays, splice_call
+from sparsepass.passes.fx.splice import chain, register_arrays, splice_call
 from sparsepass.passes.plan import Decision, choose_conv
 from sparsepass.passes.report import LayerReport
 
@@ -64,7 +64,7 @@ def rewrite_conv(gm: fx.GraphModule, site: ConvSite, target: dict, fuse: bool) -
                          _label(decision, epilogue, residual is not None), decision.reason,
                          decision.estimated_speedup if decision.sparse_cost else None)
     bias = None if site.bias is None else site.bias.float().numpy()
-    erase = _chain(site.node, last)
+    erase = chain(site.node, last)
     if is_pattern:
         packed = to_pattern_csr(site.weight.numpy(), spec.tap_offset, spec.taps, bias)
         names = register_arrays(gm, site.name, {f: getattr(packed, f) for f in
@@ -79,10 +79,3 @@ def rewrite_conv(gm: fx.GraphModule, site: ConvSite, target: dict, fuse: bool) -
                     (site.x, spec.to_json(), site.name), names, report, erase)
     return report
 
-
-def _chain(first: fx.Node, last: fx.Node) -> list[fx.Node]:
-    """The nodes from ``first`` to ``last`` following single users (conv, add, relu)."""
-    chain = [first]
-    while chain[-1] is not last:
-        chain.append(next(iter(chain[-1].users)))
-    return chain

@@ -52,3 +52,11 @@ def splice_call(gm: fx.GraphModule, op, first: fx.Node, last: fx.Node, args: Seq
     for node in reversed(list(erase)):
         graph.erase_node(node)
     return new
+
+
+def chain(first: fx.Node, last: fx.Node) -> list[fx.Node]:
+    """The nodes from ``first`` to ``last`` following single users (e.g. conv, add, relu)."""
+    nodes = [first]
+    while nodes[-1] is not last:
+        nodes.append(next(iter(nodes[-1].users)))
+    return nodes

@@ -4,7 +4,7 @@ Matches what Relax front ends emit for a linear layer, as one dpl pattern:
 
     matmul(x, permute_dims(W))  |  matmul(x, W)          (W constant)
     [add(., b) | add(b, .)]                                (b constant)
-    [reshape(., shape)]  [relu | gelu | silu | tanh]       (folded into the epilogue)
+    [reshape(., shape)]  [add(., r)]  [relu | gelu | silu | tanh]   (folded into the kernel)
 
 and rewrites it to ``R.call_tir(sparsepass_bsr_..., [x2d, data, indices,
 indptr, parts, bias])`` where the BSR arrays are constants and the PrimFunc
@@ -56,19 +56,28 @@ class _Pattern:
         self.add = is_op("relax.add")(self.mm, self.b) | is_op("relax.add")(self.b, self.mm)
         self.linear = self.add | self.mm
         self.reshaped = is_op("relax.reshape")(self.linear, self.shape)
+        self.r = wildcard()
+        out = self.linear | self.reshaped
+        self.residual = is_op("relax.add")(out, self.r) | is_op("relax.add")(self.r, out)
         root = self.linear
         if fuse_activations:
-            acts = [is_op(name)(self.linear) | is_op(name)(self.reshaped) for name in ACTIVATIONS]
-            self.acts = dict(zip(ACTIVATIONS, acts))
-            for act in acts:
-                root = act | root
-        else:
-            self.acts = {}
+            for name in ACTIVATIONS:
+                root = is_op(name)(self.residual) | is_op(name)(self.linear) | is_op(name)(self.reshaped) | root
+            root = self.residual | root
         self.root = root
+        #: sub-patterns whose matches are part of the layer (not operands such as x or r)
+        self.parts = (self.mm, self.add, self.linear, self.reshaped, self.residual)
 
 
 def _numpy(const) -> np.ndarray:
     return const.value.numpy()
+
+
+def _same_shape(a, b) -> bool:
+    try:
+        return [int(d) for d in a.ty.shape.values] == [int(d) for d in b.ty.shape.values]
+    except (TypeError, AttributeError):
+        return False
 
 
 def _static_rows(x) -> int | None:
@@ -85,10 +94,8 @@ class _Rewriter:
     def __init__(self, bb: relax.BlockBuilder, target: dict, options: SparsifyLinearOptions):
         self.bb, self.target, self.options = bb, target, options
         self.kernels: dict = {}
-        # (weight constant, input) -> LayerReport. rewrite_call visits the outermost match
-        # first (activation, then add, then matmul); the later, inner visits of a layer
-        # already decided are left alone (they are dead once the outer one is rewritten).
-        self.layers: dict = {}
+        self.layers: dict = {}  # (weight constant, input) -> LayerReport
+        self.replacements: dict = {}  # match_key -> the expression that replaces the match
 
     def weight(self, matches, pattern) -> np.ndarray:
         """The weight as [out_features, in_features]."""
@@ -97,36 +104,53 @@ class _Rewriter:
         return w if transposed else w.T
 
     def epilogue(self, orig, matches, pattern) -> str:
-        if not isinstance(orig, relax.Call) or orig.op.name not in ACTIVATIONS:
+        if not isinstance(orig, relax.Call) or getattr(orig.op, "name", None) not in ACTIVATIONS:
             return "none"
         return ACTIVATIONS[orig.op.name]
 
     def __call__(self, orig, matches):
+        pattern = self.pattern
+        key = match_key(orig, matches, pattern)
+        if key not in self.outermost:
+            return orig  # part of a larger match (e.g. the bias add under a residual add and ReLU)
+        if key not in self.replacements:  # rewrite_call may offer a match again: same answer each time
+            self.replacements[key] = self.replace(orig, matches)
+        return self.replacements[key]
+
+    def replace(self, orig, matches):
         pattern = self.pattern
         x = matches[pattern.x]
         weight = self.weight(matches, pattern)
         if weight.ndim != 2 or x.ty.dtype != "float32" or len(x.ty.shape.values) < 1:
             return orig
         bias = _numpy(matches[pattern.b]) if pattern.b in matches else None
-        if bias is not None and (bias.ndim > 1 and bias.size != weight.shape[0]):
+        residual = matches.get(pattern.r)
+        if residual is not None and isinstance(residual, ir.Constant):
+            if bias is not None:
+                return orig  # a second constant add: leave it to the inner match
+            bias, residual = _numpy(residual), None  # the "residual" add was the bias add
+        if bias is not None and bias.size != weight.shape[0]:
+            return orig
+        output = matches[pattern.reshaped] if pattern.reshaped in matches else matches[pattern.linear]
+        if residual is not None and not _same_shape(residual, output):
             return orig
         layer = (matches[pattern.w], x)
-        if layer in self.layers:
-            return orig
         epilogue = self.epilogue(orig, matches, pattern)
         structure = detect(weight)
         rows = _static_rows(x) or self.options.tokens
         decision = choose(structure, self.target, tokens=rows, epilogue=epilogue, cost=self.options.cost)
+        if decision.kernel is not None and residual is not None:
+            decision = dataclasses.replace(decision, kernel=dataclasses.replace(decision.kernel, residual=True))
         self.record(layer, structure, decision)
         if decision.kernel is None:
             return orig
-        return self.call_kernel(orig, x, weight, None if bias is None else bias.reshape(-1), decision)
+        return self.call_kernel(orig, x, weight, None if bias is None else bias.reshape(-1), residual, decision)
 
     def record(self, layer, structure, decision: Decision) -> None:
         spec = decision.kernel
         kernel = "dense" if spec is None else (
-            f"bsr {spec.block[0]}x{spec.block[1]} {spec.layout}" + ("" if spec.epilogue == "none"
-                                                                   else f" +{spec.epilogue}"))
+            f"bsr {spec.block[0]}x{spec.block[1]} {spec.layout}" + (" +residual" if spec.residual else "")
+            + ("" if spec.epilogue == "none" else f" +{spec.epilogue}"))
         self.layers[layer] = LayerReport(
             f"linear{len(self.layers)}", "relax.matmul", structure.shape, structure.summary(),
             structure.density, kernel, decision.reason,
@@ -135,12 +159,12 @@ class _Rewriter:
     def kernel_gvar(self, spec) -> ir.GlobalVar:
         if spec not in self.kernels:
             name = f"sparsepass_bsr_{spec.out_features}x{spec.in_features}_{spec.block[0]}x{spec.block[1]}_" \
-                   f"{spec.layout}_{spec.epilogue}"
+                   f"{spec.layout}_{spec.epilogue}" + ("_residual" if spec.residual else "")
             func = primfunc(spec).with_attr("global_symbol", name)
             self.kernels[spec] = self.bb.add_func(func, name)
         return self.kernels[spec]
 
-    def call_kernel(self, orig, x, weight, bias, decision: Decision):
+    def call_kernel(self, orig, x, weight, bias, residual, decision: Decision):
         spec = decision.kernel
         bsr = to_bsr(weight, spec.block, spec.parts, bias)
         shape = x.ty.shape.values
@@ -149,13 +173,49 @@ class _Rewriter:
             rows = rows * d
         x2d = x if len(shape) == 2 else relax.op.reshape(x, [rows, shape[-1]])
         consts = [relax.const(getattr(bsr, f)) for f in ("data", "indices", "indptr", "parts", "bias")]
+        if residual is None:
+            consts.append(relax.const(np.zeros(1, np.float32)))  # no residual
+        else:
+            consts.append(relax.op.reshape(residual, [rows, spec.out_features]))
         out = relax.call_tir(self.kernel_gvar(spec), [x2d, *consts],
                              out_ty=relax.TensorType([rows, spec.out_features], "float32"))
         return relax.op.reshape(out, orig.ty.shape)
 
     def rewrite(self, func: relax.Function) -> relax.Function:
         self.pattern = _Pattern(self.options.fuse_activations)
+        self.outermost = outermost_matches(func, self.pattern)
         return rewrite_call(self.pattern.root, self, func)
+
+
+def match_key(root, matches, pattern) -> tuple:
+    """What identifies a match across rewrites (calls are rebuilt, constants are not): the
+    weight, the root op, and whether a non-constant residual was matched."""
+    residual = matches.get(pattern.r)
+    return (matches[pattern.w], root.op.name, residual is not None and not isinstance(residual, ir.Constant))
+
+
+def outermost_matches(func: relax.Function, pattern) -> set:
+    """Keys (see match_key) of the matches in ``func`` that are not inside another match.
+
+    rewrite_call may offer an inner match first (a linear's bias add before the
+    residual add and ReLU around it); rewriting it would hide the larger one.
+    Only the layer's own sub-patterns (``pattern.parts``) count as inside; an
+    operand matched by a wildcard does not.
+    """
+    var2val = relax.analysis.get_var2val(func)
+    bindings = [b for block in func.body.blocks for b in block.bindings]
+    outermost, inside = set(), set()
+    for binding in reversed(bindings):
+        value = binding.value
+        if not isinstance(value, relax.Call) or value in inside or not pattern.root.match(value, var2val):
+            continue
+        matches = pattern.root.extract_matched_expr(value, var2val)
+        outermost.add(match_key(value, matches, pattern))
+        for sub, part in matches.items():
+            if any(sub.same_as(p) for p in pattern.parts) and isinstance(part, relax.Call) \
+                    and not part.same_as(value):
+                inside.add(part)
+    return outermost
 
 
 def sparsify_linear_module(mod: ir.IRModule, target, options: SparsifyLinearOptions) -> ir.IRModule:
