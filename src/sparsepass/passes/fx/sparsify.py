@@ -97,6 +97,30 @@ def check_eval_mode(gm: fx.GraphModule) -> None:
             raise SparsifyError(layer, f"{node.target} was captured with training=True: the model " + _TRAINING_MSG)
 
 
+def _is_identity_dropout(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """Dropout in inference: aten.dropout(train=False), F.dropout(training=False), an eval nn.Dropout."""
+    if node.op == "call_module":
+        return isinstance(gm.get_submodule(node.target), torch.nn.Dropout)  # eval: checked already
+    if node.op != "call_function":
+        return False
+    if node.target is torch.ops.aten.dropout.default:
+        return len(node.args) > 2 and node.args[2] is False
+    if node.target is torch.nn.functional.dropout:
+        return node.kwargs.get("training", node.args[2] if len(node.args) > 2 else True) is False
+    return False
+
+
+def remove_identity_dropout(gm: fx.GraphModule) -> int:
+    """Drop eval-mode dropouts (they return their input) so fusion sees through them."""
+    removed = 0
+    for node in list(gm.graph.nodes):
+        if _is_identity_dropout(gm, node):
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+            removed += 1
+    return removed
+
+
 def _tokens_per_site(gm: fx.GraphModule, example_inputs: Sequence[Any] | None) -> dict[str, int]:
     """Rows of X reaching each node, from a shape propagation over the example inputs."""
     if example_inputs is None:
@@ -248,6 +272,7 @@ def sparsify_graph(
     elif options.compact:
         notes = ("channel compaction skipped: it works on module-level graphs (this one is aten-level)",)
     out = copy.deepcopy(gm)
+    remove_identity_dropout(out)
     rewriter = _Rewriter(out, canonical_target(target), _tokens_per_site(out, example_inputs), options)
     # Match each node only when reached: an earlier rewrite may have replaced its inputs.
     layers = []
