@@ -28,6 +28,8 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from sparsepass.passes.balance import balanced_order, imbalance
+
 _ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.Identity)
 _ACTIVATION_FUNCTIONS = (torch.relu, torch.nn.functional.relu, torch.sigmoid, torch.tanh,
                          torch.nn.functional.silu, torch.nn.functional.gelu)
@@ -81,31 +83,6 @@ def channel_groups(gm: fx.GraphModule) -> list[set[fx.Node]]:
             graph.add_edge(node, node.args[0])
             graph.add_edge(node, node.args[1])
     return [set(component) for component in nx.connected_components(graph)]
-
-
-def _bisect(filters: list[int], work: list[float]) -> list[int]:
-    """Order ``filters`` so each half (recursively) has half the filters and about half the work."""
-    if len(filters) <= 1:
-        return filters
-    room = [len(filters) // 2, len(filters) - len(filters) // 2]
-    halves: list[list[int]] = [[], []]
-    loads = [0.0, 0.0]
-    for f in sorted(filters, key=lambda f: -work[f]):  # largest first into the lighter half with room
-        side = 0 if (loads[0] <= loads[1] and len(halves[0]) < room[0]) or len(halves[1]) == room[1] else 1
-        halves[side].append(f)
-        loads[side] += work[f]
-    return _bisect(halves[0], work) + _bisect(halves[1], work)
-
-
-def _balanced_order(work: torch.Tensor) -> torch.Tensor:
-    """A filter order whose contiguous halves, quarters, ... carry about equal work."""
-    return torch.tensor(_bisect(list(range(len(work))), work.tolist()))
-
-
-def _imbalance(work: torch.Tensor) -> float:
-    half = len(work) // 2
-    total = float(work.sum()) or 1.0
-    return max(float(work[:half].sum()), float(work[half:].sum())) / total
 
 
 def _kernel_work(conv: nn.Conv2d) -> torch.Tensor:
@@ -169,10 +146,10 @@ def reorder_filters(gm: fx.GraphModule) -> fx.GraphModule:
         if bool((work == work[0]).all()):
             reports.append(GroupReport(names, False, "every filter has the same work already"))
             continue
-        perm = _balanced_order(work)
+        perm = balanced_order(work)
         gathers = _permute_group(out, group, perm)
         reports.append(GroupReport(names, True, "filters reordered for balanced work", tuple(gathers),
-                                   _imbalance(work), _imbalance(work[perm])))
+                                   imbalance(work), imbalance(work[perm])))
     out.graph.lint()
     out.recompile()
     out.sparsepass_reorder = tuple(reports)

@@ -4,12 +4,14 @@ Each pass is a ``tvm.ir.transform.Pass`` usable inside ``tvm.transform.Sequentia
 ``pipeline(target)`` bundles them with the rest of a fast CPU build.
 """
 
+from sparsepass.passes.relax.compact import CompactChannels
 from sparsepass.passes.relax.conv import FoldBatchNorm, SparsifyConv2d
 from sparsepass.passes.relax.dense_matmul import DenseMatmul
 from sparsepass.passes.relax.normalization import FastNormalizations
 from sparsepass.passes.relax.pipeline import pipeline, sparsepass_passes
+from sparsepass.passes.relax.reorder import ReorderFilters
 from sparsepass.passes.relax.report import report
 from sparsepass.passes.relax.sparsify_linear import SparsifyLinear, SparsifyLinearOptions
 
-__all__ = ["DenseMatmul", "FastNormalizations", "FoldBatchNorm", "SparsifyConv2d", "SparsifyLinear", "SparsifyLinearOptions", "pipeline", "report",
+__all__ = ["CompactChannels", "DenseMatmul", "ReorderFilters", "FastNormalizations", "FoldBatchNorm", "SparsifyConv2d", "SparsifyLinear", "SparsifyLinearOptions", "pipeline", "report",
            "sparsepass_passes"]

@@ -2,7 +2,8 @@
 
 Use as ``tvm.compile(mod, target, relax_pipeline=pipeline(target))``. Stages:
 
-1. sparsepass: FoldBatchNorm, SparsifyConv2d (PCONV 3x3 and sparse 1x1 convs),
+1. sparsepass: FoldBatchNorm, CompactChannels (dead channels out), ReorderFilters
+   (balanced filter order), SparsifyConv2d (PCONV 3x3 and sparse 1x1 convs),
    SparsifyLinear (pruned constant-weight linears -> BSR kernels),
    FoldConstant, DenseMatmul (remaining matmuls, dense weights included -> our
    dense kernel), FastNormalizations (last-axis softmax / layer norm);
@@ -19,10 +20,12 @@ CUDA kernels, then TVM's CUDA backend (dlight's GPU rules schedule the rest).
 from __future__ import annotations
 
 from sparsepass.codegen.target import canonical_target, tvm_target
+from sparsepass.passes.relax.compact import CompactChannels
 from sparsepass.passes.relax.conv import FoldBatchNorm, SparsifyConv2d
 from sparsepass.passes.relax.dense_matmul import DenseMatmul
 from sparsepass.passes.relax.legalize import LEGALIZE_MAP
 from sparsepass.passes.relax.normalization import FastNormalizations
+from sparsepass.passes.relax.reorder import ReorderFilters
 from sparsepass.passes.relax.schedule import CPU_RULES
 from sparsepass.passes.relax.sparsify_linear import SparsifyLinear, SparsifyLinearOptions
 from tvm import ir, relax
@@ -34,14 +37,16 @@ from tvm.s_tir import dlight
 def sparsepass_passes(target=None, options: SparsifyLinearOptions = SparsifyLinearOptions()) -> list:
     """The sparsepass rewrites, for users composing their own Sequential: pruned linears to
     BSR kernels, then every remaining matmul (dense weights folded to constants) to ours."""
-    return [FoldBatchNorm(), SparsifyConv2d(target), SparsifyLinear(target, options),
-            relax.transform.FoldConstant(), DenseMatmul(target), FastNormalizations(target)]
+    return [FoldBatchNorm(), CompactChannels(), ReorderFilters(), SparsifyConv2d(target),
+            SparsifyLinear(target, options), relax.transform.FoldConstant(), DenseMatmul(target),
+            FastNormalizations(target)]
 
 
 def _cuda_stages(target_dict: dict, tvm_tgt, options) -> list:
     """On NVIDIA GPUs: our BSR kernels, then TVM's CUDA backend (dlight GPU schedules)."""
     return [
         FoldBatchNorm(),
+        CompactChannels(),
         SparsifyConv2d(target_dict),
         SparsifyLinear(target_dict, options),
         relax.transform.DecomposeOpsForInference(),

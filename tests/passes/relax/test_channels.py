@@ -1,0 +1,86 @@
+"""Relax CompactChannels and ReorderFilters: fewer or reordered constants, same outputs."""
+
+import numpy as np
+import torch
+import torch.nn as nn
+import tvm
+
+from sparsepass import frontends, prune
+from sparsepass.passes import relax as sp
+from sparsepass.testing import assert_equivalent
+from sparsepass.testing.models import ResNet18, randomize_batchnorm
+
+
+def constants(mod):
+    found = []
+    tvm.relax.analysis.post_order_visit(
+        mod["main"].body,
+        lambda e: found.append(e.value.numpy()) if isinstance(e, tvm.ir.Constant) and hasattr(e.value, "numpy")
+        else None)
+    return found
+
+
+def size(mod) -> int:
+    return sum(c.size for c in constants(mod))
+
+
+class Mlp(nn.Module):
+    def __init__(self, act=torch.relu):
+        super().__init__()
+        self.a, self.b, self.act = nn.Linear(8, 16), nn.Linear(16, 4), act
+
+    def forward(self, x):
+        return self.b(self.act(self.a(x)))
+
+
+def test_dead_hidden_units_leave_and_outputs_stay(host):
+    model = Mlp().eval()
+    with torch.no_grad():
+        model.a.weight[[1, 5]] = 0
+        model.a.bias[[1, 5]] = 0
+    x = torch.randn(3, 8)
+    mod = frontends.to_relax(model, (x,))
+    compacted = sp.CompactChannels()(mod)
+    assert size(compacted) == size(mod) - 2 * 8 - 2 - 2 * 4
+    assert_equivalent(model, tvm.compile(compacted, target=host), [x])
+
+
+def test_bias_alive_and_unknown_ops_keep_their_channels():
+    for act, bias in ((torch.relu, 1.0), (torch.sigmoid, 0.0)):
+        model = Mlp(act).eval()
+        with torch.no_grad():
+            model.a.weight[[2]] = 0
+            model.a.bias[[2]] = bias
+        mod = frontends.to_relax(model, (torch.randn(3, 8),))
+        assert size(sp.CompactChannels()(mod)) == size(mod)
+
+
+def resnet(seed=0):
+    torch.manual_seed(seed)
+    return randomize_batchnorm(ResNet18(num_classes=10, width=16)).eval()
+
+
+def test_resnet_with_half_its_block_filters_removed(host):
+    model = resnet()
+    with torch.no_grad():
+        for block in model.layers:
+            dead = torch.randperm(block.conv1.out_channels)[: block.conv1.out_channels // 2]
+            block.conv1.weight[dead] = 0
+            block.bn1.bias[dead] = 0
+            block.bn1.running_mean[dead] = 0
+    x = torch.randn(1, 3, 64, 64)
+    mod = frontends.to_relax(model, (x,))
+    compacted = sp.CompactChannels()(mod)
+    assert size(compacted) < 0.6 * size(mod)
+    assert_equivalent(model, tvm.compile(compacted, target=host), [x])
+
+
+def test_reorder_filters_permutes_and_keeps_outputs(host):
+    model = resnet(1)
+    prune.pattern_prune(model, taps=4, patterns=8, connectivity=0.5)
+    x = torch.randn(1, 3, 64, 64)
+    mod = frontends.to_relax(model, (x,))
+    reordered = sp.ReorderFilters()(mod)
+    changed = sum(not np.array_equal(a, b) for a, b in zip(constants(mod), constants(reordered)))
+    assert changed > 10
+    assert_equivalent(model, tvm.compile(reordered, target=host), [x])
