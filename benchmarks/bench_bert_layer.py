@@ -11,17 +11,16 @@ measured side by side; medians of repeated runs.
 from __future__ import annotations
 
 import argparse
-import io
 import time
-import warnings
 
 import torch
 import tvm
 from transformers import BertConfig
 from transformers.models.bert.modeling_bert import BertLayer
 
-from timing import median_ms
+from onnx_runner import ort_runner
 
+from sparsepass.testing.timing import median_ms
 from sparsepass import frontends, passes, prune
 from sparsepass.codegen import runtime
 from sparsepass.codegen.target import canonical_target, tvm_target
@@ -42,19 +41,6 @@ class LayerOutput(torch.nn.Module):
         out = self.layer(x)
         return out[0] if isinstance(out, tuple) else out
 
-
-def ort_runner(model, x):
-    import onnxruntime as ort
-
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), buffer, dynamo=False, opset_version=17)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: x.numpy()}
-    return lambda: session.run(None, feed)
 
 
 def relax_runner(executable, x):

@@ -20,8 +20,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from timing import median_ms
-
+from sparsepass.testing.timing import median_ms
 from sparsepass import passes, prune
 from sparsepass.passes.analysis import detect
 

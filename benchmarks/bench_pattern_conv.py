@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import io
-import warnings
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
-from timing import median_ms
+from onnx_runner import ort_runner
 
+from sparsepass.testing.timing import median_ms
 from sparsepass import passes, prune
 from sparsepass.codegen import runtime
 from sparsepass.passes.fx.reorder_filters import reorder_filters
@@ -34,18 +33,6 @@ def block(channels: int) -> nn.Module:
     return model
 
 
-def ort_ms(model, x, repeats: int) -> float:
-    import onnxruntime as ort
-
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), buffer, dynamo=False, opset_version=17)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: x.numpy()}
-    return median_ms(lambda: session.run(None, feed), repeats)
 
 
 def skewed_block(channels: int) -> nn.Module:
@@ -96,7 +83,7 @@ def main() -> None:
         weights = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
         density = sum(int((w != 0).sum()) for w in weights) / sum(w.numel() for w in weights)
         dense = median_ms(lambda: model(x), args.repeats)
-        ort = ort_ms(model, x, args.repeats)
+        ort = median_ms(ort_runner(model, x), args.repeats)
         sparse = median_ms(lambda: fast(x), args.repeats)
         ideal = min(dense, ort) * density
         print(f"{channels:>5}ch {size:>3}x{size:<3} {density:>7.3f} {dense:>9.3f} {ort:>8.3f} {sparse:>9.3f} "

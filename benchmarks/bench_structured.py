@@ -16,24 +16,16 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
-from timing import median_ms
-
+from sparsepass.testing.timing import median_ms
 from sparsepass import passes, prune
 from sparsepass.codegen import runtime
 from sparsepass.testing import assert_equivalent
-from sparsepass.testing.models import ResNet18, randomize_batchnorm
+from sparsepass.testing.models import ResNet18, randomize_batchnorm, remove_half_block_filters
 
 
 def half_filters_removed() -> nn.Module:
     torch.manual_seed(0)
-    model = randomize_batchnorm(ResNet18()).eval()
-    with torch.no_grad():
-        for block in model.layers:
-            dead = torch.randperm(block.conv1.out_channels)[: block.conv1.out_channels // 2]
-            block.conv1.weight[dead] = 0
-            block.bn1.bias[dead] = 0
-            block.bn1.running_mean[dead] = 0
-    return model
+    return remove_half_block_filters(randomize_batchnorm(ResNet18()).eval())
 
 
 class Ffn(nn.Module):

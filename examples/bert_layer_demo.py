@@ -7,29 +7,17 @@ speedup over PyTorch dense, on one thread and on all cores.
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 from transformers import BertConfig
 from transformers.models.bert.modeling_bert import BertLayer
 
 from sparsepass import frontends, passes, prune
 from sparsepass.testing import output_tolerance
+from sparsepass.testing.timing import median_ms
 
 TOKENS = 128
 BLOCK = (32, 1)
 DENSITY = 0.1
-
-
-def median_ms(fn, x, repeats=30) -> float:
-    fn(x)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def first(output):
@@ -59,8 +47,8 @@ def main() -> None:
     all_cores = torch.get_num_threads()
     for threads in sorted({1, all_cores}):
         torch.set_num_threads(threads)
-        dense_ms = median_ms(lambda t: layer(t), x)
-        sparse_ms = median_ms(fast, x)
+        dense_ms = median_ms(lambda: layer(x), 30)
+        sparse_ms = median_ms(lambda: fast(x), 30)
         print(f"{threads} thread(s): PyTorch dense {dense_ms:.2f} ms, sparsepass {sparse_ms:.2f} ms, "
               f"speedup {dense_ms / sparse_ms:.1f}x")
     torch.set_num_threads(all_cores)

@@ -7,26 +7,15 @@ checked equal to the dense network, and timed.
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 import torch.fx as fx
 
 from sparsepass import passes, prune
 from sparsepass.passes.fx.fold_bn import fold_batchnorm
+from sparsepass.testing.timing import median_ms
 from sparsepass.testing import assert_equivalent
 from sparsepass.testing.models import ResNet18, randomize_batchnorm
 
-
-def median_ms(fn, repeats=10) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 @torch.no_grad()
@@ -42,7 +31,7 @@ def main() -> None:
     print("sparsified ResNet-18 is equivalent to the dense one")
     for threads in sorted({1, torch.get_num_threads()}):
         torch.set_num_threads(threads)
-        dense, sparse = median_ms(lambda: model(x)), median_ms(lambda: fast(x))
+        dense, sparse = median_ms(lambda: model(x), 10), median_ms(lambda: fast(x), 10)
         print(f"{threads} thread(s): PyTorch dense {dense:.1f} ms, sparsepass {sparse:.1f} ms "
               f"({dense / sparse:.2f}x)")
 

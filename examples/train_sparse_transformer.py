@@ -10,15 +10,13 @@ The task is synthetic (no downloads): predict, for every token, the class a fixe
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-
 import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
 from sparsepass import passes, prune
+from sparsepass.testing.timing import median_ms
 from sparsepass.testing import assert_equivalent
 
 VOCAB, CLASSES, SEQ = 64, 8, 32
@@ -98,15 +96,6 @@ def evaluate(model, teacher) -> tuple[float, float]:
     return float(loss), float((logits.argmax(-1) == labels).float().mean())
 
 
-def median_ms(fn, repeats=20) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
-
 
 def main(steps: int = 300, width: int = 512, density: float = 0.1) -> dict:
     torch.manual_seed(0)
@@ -124,7 +113,8 @@ def main(steps: int = 300, width: int = 512, density: float = 0.1) -> dict:
     with torch.no_grad():
         assert_equivalent(blocks, fast, [hidden])
         torch.set_num_threads(1)
-        results["dense_ms"], results["sparse_ms"] = median_ms(lambda: blocks(hidden)), median_ms(lambda: fast(hidden))
+        results["dense_ms"] = median_ms(lambda: blocks(hidden), 20)
+        results["sparse_ms"] = median_ms(lambda: fast(hidden), 20)
     print(fast.sparsepass_report, end="\n\n")
     print(f"dense  model: loss {results['dense'][0]:.3f}, accuracy {results['dense'][1]:.3f}")
     print(f"sparse model: loss {results['sparse'][0]:.3f}, accuracy {results['sparse'][1]:.3f} "

@@ -59,3 +59,16 @@ def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
             module.weight.copy_(torch.rand(c, generator=generator) + 0.5)
             module.bias.copy_(torch.randn(c, generator=generator) * 0.1)
     return model
+
+
+@torch.no_grad()
+def remove_half_block_filters(model: ResNet18, seed: int = 0) -> ResNet18:
+    """Structured pruning: half the filters of each block's first conv removed (zero filters and a
+    zero BatchNorm shift), so half of each block's inner channels are dead."""
+    generator = torch.Generator().manual_seed(seed)
+    for block in model.layers:
+        dead = torch.randperm(block.conv1.out_channels, generator=generator)[: block.conv1.out_channels // 2]
+        block.conv1.weight[dead] = 0
+        block.bn1.bias[dead] = 0
+        block.bn1.running_mean[dead] = 0
+    return model

@@ -10,7 +10,7 @@ from sparsepass import passes
 from sparsepass.passes.fx.compact_channels import compact_channels
 from sparsepass.testing import assert_equivalent
 from sparsepass.testing import strategies as sps
-from sparsepass.testing.models import ResNet18, randomize_batchnorm
+from sparsepass.testing.models import ResNet18, randomize_batchnorm, remove_half_block_filters
 
 
 def params(model) -> int:
@@ -106,13 +106,7 @@ def test_residual_group_is_removed_only_where_dead_in_every_member():
 
 def test_resnet_with_half_the_filters_removed_and_sparsify_reports_it():
     torch.manual_seed(0)
-    model = randomize_batchnorm(ResNet18(num_classes=10, width=16)).eval()
-    with torch.no_grad():
-        for block in model.layers:
-            dead = torch.randperm(block.conv1.out_channels)[: block.conv1.out_channels // 2]
-            block.conv1.weight[dead] = 0
-            block.bn1.bias[dead] = 0
-            block.bn1.running_mean[dead] = 0
+    model = remove_half_block_filters(randomize_batchnorm(ResNet18(num_classes=10, width=16)).eval())
     x = torch.randn(1, 3, 64, 64)
     fast = passes.sparsify_graph(fx.symbolic_trace(model), example_inputs=(x,))
     compacted = {name: (before, after) for name, before, after in fast.sparsepass_report.compacted}

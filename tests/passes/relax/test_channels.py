@@ -8,7 +8,7 @@ import tvm
 from sparsepass import frontends, prune
 from sparsepass.passes import relax as sp
 from sparsepass.testing import assert_equivalent
-from sparsepass.testing.models import ResNet18, randomize_batchnorm
+from sparsepass.testing.models import ResNet18, randomize_batchnorm, remove_half_block_filters
 
 
 def constants(mod):
@@ -61,13 +61,7 @@ def resnet(seed=0):
 
 
 def test_resnet_with_half_its_block_filters_removed(host):
-    model = resnet()
-    with torch.no_grad():
-        for block in model.layers:
-            dead = torch.randperm(block.conv1.out_channels)[: block.conv1.out_channels // 2]
-            block.conv1.weight[dead] = 0
-            block.bn1.bias[dead] = 0
-            block.bn1.running_mean[dead] = 0
+    model = remove_half_block_filters(resnet())
     x = torch.randn(1, 3, 64, 64)
     mod = frontends.to_relax(model, (x,))
     compacted = sp.CompactChannels()(mod)

@@ -1,4 +1,4 @@
-"""Timing shared by the benchmark scripts: the median of repeated calls after a warm-up."""
+"""Timing for benchmarks and examples: the median of repeated calls after a warm-up."""
 
 from __future__ import annotations
 
