@@ -115,3 +115,15 @@ def test_resnet_with_half_the_filters_removed_and_sparsify_reports_it():
     assert "compacted layers.0.conv1: 16x16x3x3 -> 8x16x3x3" in str(fast.sparsepass_report)
     assert params(fast) < params(model)
     assert_equivalent(model, fast, [x])
+
+
+@settings(max_examples=15)
+@given(inner=st.integers(2, 40), outer=st.integers(1, 12), data=st.data())
+def test_parameter_count_strictly_smaller_whenever_something_is_dead(inner, outer, data):
+    model = nn.Sequential(nn.Linear(outer, inner), nn.ReLU(), nn.Linear(inner, outer)).eval()
+    dead = data.draw(st.lists(st.integers(0, inner - 1), min_size=1, max_size=inner - 1, unique=True))
+    kill(model[0], dead)
+    x = torch.randn(4, outer)
+    compacted = compact_channels(fx.symbolic_trace(model), (x,))
+    assert params(compacted) == params(model) - len(dead) * (2 * outer + 1)
+    assert_equivalent(model, compacted, [x])
