@@ -15,17 +15,16 @@ import time
 
 import torch
 import tvm
+from onnx_runner import ort_runner
 from transformers import BertConfig
 from transformers.models.bert.modeling_bert import BertLayer
 
-from onnx_runner import ort_runner
-
-from sparsepass.testing.timing import median_ms
 from sparsepass import frontends, passes, prune
 from sparsepass.codegen import runtime
 from sparsepass.codegen.target import canonical_target, tvm_target
 from sparsepass.passes import relax as sp
 from sparsepass.testing import output_tolerance
+from sparsepass.testing.timing import median_ms
 
 TOKENS = 128
 

@@ -20,9 +20,9 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sparsepass.testing.timing import median_ms
 from sparsepass import passes, prune
 from sparsepass.passes.analysis import detect
+from sparsepass.testing.timing import median_ms
 
 TOKENS = 128
 HIDDEN, FFN = 768, 3072
@@ -53,7 +53,6 @@ WORKLOADS = {"ffn": Ffn, "attn-proj": Projections}
 
 def onnx_session(model: nn.Module, threads: int):
     """An ONNX Runtime session for the model's dense graph (built with the onnx helper API)."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 

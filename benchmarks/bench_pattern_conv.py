@@ -17,11 +17,11 @@ import torch.fx as fx
 import torch.nn as nn
 from onnx_runner import ort_runner
 
-from sparsepass.testing.timing import median_ms
 from sparsepass import passes, prune
 from sparsepass.codegen import runtime
 from sparsepass.passes.fx.reorder_filters import reorder_filters
 from sparsepass.testing import assert_equivalent
+from sparsepass.testing.timing import median_ms
 
 BLOCKS = ((64, 56), (128, 28), (256, 14))
 

@@ -16,11 +16,12 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
-from sparsepass.testing.timing import median_ms
+
 from sparsepass import passes, prune
 from sparsepass.codegen import runtime
 from sparsepass.testing import assert_equivalent
 from sparsepass.testing.models import ResNet18, randomize_batchnorm, remove_half_block_filters
+from sparsepass.testing.timing import median_ms
 
 
 def half_filters_removed() -> nn.Module:

@@ -12,10 +12,9 @@ import torch.fx as fx
 
 from sparsepass import passes, prune
 from sparsepass.passes.fx.fold_bn import fold_batchnorm
-from sparsepass.testing.timing import median_ms
 from sparsepass.testing import assert_equivalent
 from sparsepass.testing.models import ResNet18, randomize_batchnorm
-
+from sparsepass.testing.timing import median_ms
 
 
 @torch.no_grad()

@@ -10,14 +10,15 @@ The task is synthetic (no downloads): predict, for every token, the class a fixe
 from __future__ import annotations
 
 import argparse
+
 import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
 from sparsepass import passes, prune
-from sparsepass.testing.timing import median_ms
 from sparsepass.testing import assert_equivalent
+from sparsepass.testing.timing import median_ms
 
 VOCAB, CLASSES, SEQ = 64, 8, 32
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from sparsepass.codegen.epilogue import epilogue_fn
 from sparsepass.codegen.spec import KernelSpec
-from sparsepass.codegen.tvm_api import T, tirx
+from sparsepass.codegen.tvm_api import T
 
 #: Name of the generated function inside its module.
 ENTRY = "bsr_linear"
@@ -44,7 +44,6 @@ def _rows_kernel(spec: KernelSpec):
     r, c = spec.block
     nb, tile, nparts = spec.block_rows, spec.tile, spec.parts
     short_last_row = n % r  # rows of the ragged last block row (0: none)
-    act = epilogue_fn(spec.epilogue)
 
     def is_short_row(bn):
         # A Python False (no ragged block row) removes the branch at parse time.

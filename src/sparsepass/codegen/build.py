@@ -11,8 +11,15 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-from sparsepass.codegen import (bsr_linear_cpu, bsr_linear_cuda, cache, dense_matmul_cpu, norm_cpu,
-                                pattern_conv_cpu, pattern_conv_cuda)
+from sparsepass.codegen import (
+    bsr_linear_cpu,
+    bsr_linear_cuda,
+    cache,
+    dense_matmul_cpu,
+    norm_cpu,
+    pattern_conv_cpu,
+    pattern_conv_cuda,
+)
 from sparsepass.codegen.target import tvm_target
 from sparsepass.codegen.tvm_api import compile_module, tvm
 

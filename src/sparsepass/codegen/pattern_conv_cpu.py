@@ -24,7 +24,7 @@ import dataclasses
 
 from sparsepass.codegen.epilogue import epilogue_fn
 from sparsepass.codegen.spec import SpecMixin
-from sparsepass.codegen.tvm_api import T, tirx
+from sparsepass.codegen.tvm_api import T
 
 ENTRY = "pattern_conv"
 LANES = 16

@@ -25,7 +25,7 @@ from typing import Iterable
 import torch
 import torch.nn as nn
 
-from sparsepass.prune.structures import NM, Blocks, Structure, expand, group_norms, project
+from sparsepass.prune.structures import NM, Structure, expand, group_norms, project
 
 
 @dataclasses.dataclass(frozen=True)

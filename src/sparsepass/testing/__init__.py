@@ -10,7 +10,12 @@
 """
 
 from sparsepass.testing.equivalence import EquivalenceError, assert_equivalent, first_divergence
-from sparsepass.testing.tolerance import assert_linear_close, gamma, linear_error_bound, output_tolerance
+from sparsepass.testing.tolerance import (
+           assert_linear_close,
+           gamma,
+           linear_error_bound,
+           output_tolerance,
+)
 
 __all__ = ["EquivalenceError", "assert_equivalent", "assert_linear_close", "first_divergence", "gamma",
            "linear_error_bound", "output_tolerance"]

@@ -8,9 +8,9 @@ import tvm
 from sparsepass import frontends, prune
 from sparsepass.passes import relax as sp
 from sparsepass.testing import assert_equivalent
+from sparsepass.testing import strategies as sps
 from sparsepass.testing.models import ResNet18, randomize_batchnorm
 from sparsepass.testing.relax import call_tir_targets, relax_ops, sparsepass_kernels
-from sparsepass.testing import strategies as sps
 
 
 class ConvBnRelu(nn.Module):

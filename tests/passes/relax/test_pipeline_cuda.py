@@ -6,7 +6,12 @@ import torch.nn as nn
 import tvm
 
 from sparsepass import frontends, prune
-from sparsepass.codegen.cuda_compile import CI_ARCHS, compile_binary, module_cuda_source, nvcc_available
+from sparsepass.codegen.cuda_compile import (
+    CI_ARCHS,
+    compile_binary,
+    module_cuda_source,
+    nvcc_available,
+)
 from sparsepass.codegen.target import canonical_target, tvm_target
 from sparsepass.passes import relax as sp
 from sparsepass.testing.relax import call_tir_targets

@@ -1,6 +1,5 @@
 """SparsifyLinear as a Relax pass: rewrites, leaves alone what it should, composes."""
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -16,7 +15,6 @@ from sparsepass.passes import relax as sp
 from sparsepass.passes.plan import CostModel
 from sparsepass.testing import gamma
 from sparsepass.testing import strategies as sps
-
 from sparsepass.testing.relax import call_tir_targets, relax_ops, run_vm
 
 ALWAYS = sp.SparsifyLinearOptions(cost=CostModel(min_speedup=0.0))

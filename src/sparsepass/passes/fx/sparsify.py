@@ -30,10 +30,11 @@ from sparsepass.passes.analysis import Structure, detect
 from sparsepass.passes.fx.compact_channels import compact_channels
 from sparsepass.passes.fx.conv_match import fusable_tail, match_conv
 from sparsepass.passes.fx.match import LinearSite, match_linear
+from sparsepass.passes.fx.preflight import check_eval_mode, is_aten_graph, remove_identity_dropout
 from sparsepass.passes.fx.sparsify_conv import rewrite_conv
+from sparsepass.passes.fx.splice import chain, register_arrays, splice_call
 from sparsepass.passes.plan import DEFAULT_COST, DEFAULT_TOKENS, CostModel, Decision, choose
 from sparsepass.passes.report import LayerReport, Report
-from sparsepass.passes.fx.splice import META_KEY, REPLACES_KEY, chain, register_arrays, splice_call
 
 log = logging.getLogger(__name__)
 
@@ -54,71 +55,6 @@ class SparsifyOptions:
     cost: CostModel = DEFAULT_COST
     fuse_activations: bool = True
     compact: bool = True
-
-
-_TRAINING_MSG = ("is in training mode; call model.eval() before capturing it (sparse kernels are "
-                 "inference-only: no gradients, no dropout)")
-
-#: aten ops whose ``train``/``training`` flag (argument index) shows how a graph was captured.
-_TRAIN_FLAG_ARGS = {
-    torch.ops.aten.dropout.default: 2,
-    torch.ops.aten.batch_norm.default: 5,
-    torch.ops.aten._native_batch_norm_legit_functional.default: 5,
-}
-
-
-def _is_aten_graph(gm: fx.GraphModule) -> bool:
-    return any(isinstance(n.target, torch._ops.OpOverload) and n.target.namespace == "aten"
-               for n in gm.graph.nodes if n.op == "call_function")
-
-
-def check_eval_mode(gm: fx.GraphModule) -> None:
-    """Raise SparsifyError naming the first module (or aten node) captured in training mode.
-
-    An exported (aten-level) graph bakes the mode into its ops, and its modules'
-    ``training`` flags mean nothing, so there the ops' own flags are checked.
-    """
-    if not _is_aten_graph(gm):
-        # The root's flag was baked into traced code (e.g. dropout's `training`); called
-        # modules use theirs at run time. Containers fx creates on the way are not checked.
-        if gm.training:
-            raise SparsifyError("<root>", "module " + _TRAINING_MSG)
-        for node in gm.graph.nodes:
-            if node.op == "call_module":
-                for name, sub in gm.get_submodule(node.target).named_modules(prefix=node.target):
-                    if sub.training:
-                        raise SparsifyError(name, "module " + _TRAINING_MSG)
-        return
-    for node in gm.graph.nodes:
-        index = _TRAIN_FLAG_ARGS.get(node.target)
-        if index is not None and len(node.args) > index and node.args[index] is True:
-            where = node.meta.get("nn_module_stack", {})
-            layer = list(where.values())[-1][0] if where else node.name
-            raise SparsifyError(layer, f"{node.target} was captured with training=True: the model " + _TRAINING_MSG)
-
-
-def _is_identity_dropout(gm: fx.GraphModule, node: fx.Node) -> bool:
-    """Dropout in inference: aten.dropout(train=False), F.dropout(training=False), an eval nn.Dropout."""
-    if node.op == "call_module":
-        return isinstance(gm.get_submodule(node.target), torch.nn.Dropout)  # eval: checked already
-    if node.op != "call_function":
-        return False
-    if node.target is torch.ops.aten.dropout.default:
-        return len(node.args) > 2 and node.args[2] is False
-    if node.target is torch.nn.functional.dropout:
-        return node.kwargs.get("training", node.args[2] if len(node.args) > 2 else True) is False
-    return False
-
-
-def remove_identity_dropout(gm: fx.GraphModule) -> int:
-    """Drop eval-mode dropouts (they return their input) so fusion sees through them."""
-    removed = 0
-    for node in list(gm.graph.nodes):
-        if _is_identity_dropout(gm, node):
-            node.replace_all_uses_with(node.args[0])
-            gm.graph.erase_node(node)
-            removed += 1
-    return removed
 
 
 def _tokens_per_site(gm: fx.GraphModule, example_inputs: Sequence[Any] | None) -> dict[str, int]:
@@ -262,7 +198,7 @@ def sparsify_graph(
                             "use sparsepass.frontends.trace(model, example_inputs) first")
     check_eval_mode(gm)
     compacted, notes = (), ()
-    if options.compact and example_inputs is not None and not _is_aten_graph(gm):
+    if options.compact and example_inputs is not None and not is_aten_graph(gm):
         gm = compact_channels(gm, example_inputs)
         layers_compacted, kept = gm.sparsepass_compaction
         compacted = tuple((c.name, c.before, c.after) for c in layers_compacted)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-
 from tvm import ir, relax
 
 _ZERO_PRESERVING = ("relax.nn.relu", "relax.nn.gelu", "relax.nn.silu", "relax.tanh")

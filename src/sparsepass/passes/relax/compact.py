@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import networkx as nx
 import numpy as np
+from tvm import ir, relax
 
 from sparsepass.passes.relax.channels import Channels, _value, analyse, substitute_constants
-from tvm import ir, relax
 
 
 def _atoms(facts: Channels):

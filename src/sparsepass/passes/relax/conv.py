@@ -17,6 +17,8 @@ import dataclasses
 
 import numpy as np
 import torch
+from tvm import ir, relax
+from tvm.relax.dpl import is_const, is_op, is_tuple_get_item, rewrite_call, wildcard
 
 from sparsepass.codegen.bsr_format import to_bsr
 from sparsepass.codegen.build import primfunc
@@ -27,8 +29,6 @@ from sparsepass.passes.conv_analysis import detect_conv
 from sparsepass.passes.plan import choose_conv
 from sparsepass.passes.relax.report import append_report
 from sparsepass.passes.report import LayerReport
-from tvm import ir, relax
-from tvm.relax.dpl import is_const, is_op, is_tuple_get_item, rewrite_call, wildcard
 
 
 def _value(expr) -> np.ndarray | None:

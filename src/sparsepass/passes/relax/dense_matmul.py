@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import math
 
+from tvm import ir, relax
+from tvm.relax.dpl import is_op, rewrite_call, wildcard
+
 from sparsepass.codegen.build import primfunc
 from sparsepass.codegen.dense_matmul_cpu import MatmulSpec
 from sparsepass.codegen.target import canonical_target, is_cuda
 from sparsepass.codegen.tvm_api import structural_equal
-from tvm import ir, relax
-from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
 
 def _static(dims) -> list[int] | None:

@@ -7,8 +7,9 @@ approximations the sparse kernels' epilogues use (codegen.epilogue).
 
 from __future__ import annotations
 
-from sparsepass.codegen.epilogue import epilogue_fn
 from tvm import te
+
+from sparsepass.codegen.epilogue import epilogue_fn
 
 
 def _elementwise(name: str):

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 
+from tvm import ir, relax
+from tvm.relax.dpl import is_op, rewrite_call, wildcard
+
 from sparsepass.codegen.build import primfunc
 from sparsepass.codegen.norm_cpu import NormSpec
 from sparsepass.codegen.target import canonical_target, is_cuda
-from tvm import ir, relax
-from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
 
 def _rows_and_width(x) -> tuple[object, int] | None:

@@ -19,6 +19,11 @@ CUDA kernels, then TVM's CUDA backend (dlight's GPU rules schedule the rest).
 
 from __future__ import annotations
 
+from tvm import ir, relax
+from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+from tvm.relax.backend.cuda import pipeline as cuda_backend
+from tvm.s_tir import dlight
+
 from sparsepass.codegen.target import canonical_target, tvm_target
 from sparsepass.passes.relax.compact import CompactChannels
 from sparsepass.passes.relax.conv import FoldBatchNorm, SparsifyConv2d
@@ -28,10 +33,6 @@ from sparsepass.passes.relax.normalization import FastNormalizations
 from sparsepass.passes.relax.reorder import ReorderFilters
 from sparsepass.passes.relax.schedule import CPU_RULES
 from sparsepass.passes.relax.sparsify_linear import SparsifyLinear, SparsifyLinearOptions
-from tvm import ir, relax
-from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
-from tvm.relax.backend.cuda import pipeline as cuda_backend
-from tvm.s_tir import dlight
 
 
 def sparsepass_passes(target=None, options: SparsifyLinearOptions = SparsifyLinearOptions()) -> list:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 import torch
+from tvm import ir, relax
 
 from sparsepass.passes.balance import balanced_order
 from sparsepass.passes.relax.channels import Channels, _value, analyse, substitute_constants
-from tvm import ir, relax
 
 
 def groups(facts: Channels) -> list[set]:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from tvm import ir, relax
+from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
 from sparsepass.codegen.bsr_format import to_bsr
 from sparsepass.codegen.build import primfunc
@@ -26,8 +28,6 @@ from sparsepass.passes.analysis import detect
 from sparsepass.passes.plan import DEFAULT_COST, DEFAULT_TOKENS, CostModel, Decision, choose
 from sparsepass.passes.relax.report import append_report
 from sparsepass.passes.report import LayerReport
-from tvm import ir, relax
-from tvm.relax.dpl import is_const, is_op, wildcard, rewrite_call
 
 ACTIVATIONS = {"relax.nn.relu": "relu", "relax.nn.gelu": "gelu", "relax.nn.silu": "silu", "relax.tanh": "tanh"}
 
