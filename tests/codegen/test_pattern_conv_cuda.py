@@ -39,7 +39,7 @@ def test_emulated_cuda_pattern_conv_equals_pytorch(mask, height, width, stride, 
     expected = F.conv2d(x, weight, bias, stride=stride, padding=padding)
     expected = F.relu(expected) if relu else expected
     y = torch.empty(expected.shape)
-    kernel(x, *[torch.from_numpy(getattr(packed, f)) for f in ("offsets", "weights", "cols", "rowptr", "bias")],
+    kernel(x, *[torch.from_numpy(getattr(packed, f)) for f in ("offsets", "weights", "cols", "ranges", "bias")],
            torch.zeros(1), y)
     # Two-implementation rounding bound of the conv (gamma over its C*9 products) plus the bias add.
     magnitude = F.conv2d(x.abs(), weight.abs(), bias.abs(), stride=stride, padding=padding).double()

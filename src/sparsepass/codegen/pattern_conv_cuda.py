@@ -41,14 +41,14 @@ def _parts(spec: ConvSpec):
         return act(value + R[n, o, row, col] if spec.residual else value)
 
     @T.macro
-    def output(X, taps, wts, cols, rowptr, bias, R, Y, n, o, row, col):
+    def output(X, taps, wts, cols, ranges, bias, R, Y, n, o, row, col):
         if row < oh and col < ow:
             acc = T.alloc_buffer((1,), "float32", scope="local")
             acc[0] = bias[o]
-            for j in range(rowptr[o + 1] - rowptr[o]):
+            for j in range(ranges[o, 1] - ranges[o, 0]):
                 for t in T.unroll(k):
-                    acc[0] = acc[0] + wts[rowptr[o] + j, t] * load(
-                        X, n, cols[rowptr[o] + j], row, col, taps[rowptr[o] + j, t])
+                    acc[0] = acc[0] + wts[ranges[o, 0] + j, t] * load(
+                        X, n, cols[ranges[o, 0] + j], row, col, taps[ranges[o, 0] + j, t])
             Y[n, o, row, col] = finish(acc[0], R, n, o, row, col)
 
     shapes = dict(c_in=c_in, c_out=c_out, h=h, w=w, k=k, oh=oh, ow=ow,
@@ -76,7 +76,7 @@ def generate(spec: ConvSpec):
         taps = T.match_buffer(tp, (NNZ, k), "int32", align=4)
         wts = T.match_buffer(wt, (NNZ, k), "float32", align=4)
         cols = T.match_buffer(col, (NNZ,), "int32", align=4)
-        rowptr = T.match_buffer(ptr, (c_out + 1,), "int32", align=4)
+        ranges = T.match_buffer(ptr, (c_out, 2), "int32", align=4)  # one channel block
         bias = T.match_buffer(bi, (c_out,), "float32", align=4)
         R = T.match_buffer(res, sh["residual"] or (N, c_out, oh, ow), "float32", align=4, offset_factor=1)
         Y = T.match_buffer(y, (N, c_out, oh, ow), "float32", align=4, offset_factor=1)
@@ -84,7 +84,7 @@ def generate(spec: ConvSpec):
         by = T.launch_thread("blockIdx.y", row_tiles * col_tiles)
         tx = T.launch_thread("threadIdx.x", THREADS_X)
         ty = T.launch_thread("threadIdx.y", THREADS_Y)
-        output(X, taps, wts, cols, rowptr, bias, R, Y, bx // c_out, bx % c_out,
+        output(X, taps, wts, cols, ranges, bias, R, Y, bx // c_out, bx % c_out,
                by // col_tiles * THREADS_Y + ty, by % col_tiles * THREADS_X + tx)
 
     return kernel
@@ -105,12 +105,12 @@ def generate_emulated(spec: ConvSpec):
         taps = T.match_buffer(tp, (NNZ, k), "int32", align=4)
         wts = T.match_buffer(wt, (NNZ, k), "float32", align=4)
         cols = T.match_buffer(col, (NNZ,), "int32", align=4)
-        rowptr = T.match_buffer(ptr, (c_out + 1,), "int32", align=4)
+        ranges = T.match_buffer(ptr, (c_out, 2), "int32", align=4)  # one channel block
         bias = T.match_buffer(bi, (c_out,), "float32", align=4)
         R = T.match_buffer(res, sh["residual"] or (N, c_out, oh, ow), "float32", align=4, offset_factor=1)
         Y = T.match_buffer(y, (N, c_out, oh, ow), "float32", align=4, offset_factor=1)
         for bx, by, ty, tx in T.grid(N * c_out, row_tiles * col_tiles, THREADS_Y, THREADS_X):
-            output(X, taps, wts, cols, rowptr, bias, R, Y, bx // c_out, bx % c_out,
+            output(X, taps, wts, cols, ranges, bias, R, Y, bx // c_out, bx % c_out,
                    by // col_tiles * THREADS_Y + ty, by % col_tiles * THREADS_X + tx)
 
     return kernel

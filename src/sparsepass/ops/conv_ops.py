@@ -35,7 +35,7 @@ def _check(x: torch.Tensor, channels: int, layer: str, spatial: tuple[int, int] 
 
 @torch.library.custom_op("sparsepass::pattern_conv2d", mutates_args=())
 def pattern_conv2d(x: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor, cols: torch.Tensor,
-                   rowptr: torch.Tensor, bias: torch.Tensor, residual: Optional[torch.Tensor], spec: str,
+                   ranges: torch.Tensor, bias: torch.Tensor, residual: Optional[torch.Tensor], spec: str,
                    layer: str) -> torch.Tensor:
     """A pattern-pruned 3x3 conv (+ bias, + residual, + ReLU per the spec), NCHW float32."""
     s = _conv_spec(spec)
@@ -47,12 +47,12 @@ def pattern_conv2d(x: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor
         raise SparsifyError(layer, f"residual input must have the output's shape {tuple(out.shape)}")
     if device == "cpu":
         runtime.set_num_threads(torch.get_num_threads())
-    get_kernel(s)(x.contiguous(), offsets, weights, cols, rowptr, bias, res, out)
+    get_kernel(s)(x.contiguous(), offsets, weights, cols, ranges, bias, res, out)
     return out
 
 
 @pattern_conv2d.register_fake
-def _pattern_conv2d_fake(x, offsets, weights, cols, rowptr, bias, residual, spec, layer):
+def _pattern_conv2d_fake(x, offsets, weights, cols, ranges, bias, residual, spec, layer):
     s = _conv_spec(spec)
     return x.new_empty((x.shape[0], s.out_channels, s.out_height, s.out_width))
 

@@ -66,9 +66,10 @@ def rewrite_conv(gm: fx.GraphModule, site: ConvSite, target: dict, fuse: bool) -
     bias = None if site.bias is None else site.bias.float().numpy()
     erase = chain(site.node, last)
     if is_pattern:
-        packed = to_pattern_csr(site.weight.numpy(), spec.tap_offset, spec.taps, bias)
+        packed = to_pattern_csr(site.weight.numpy(), spec.tap_offset, spec.taps, bias,
+                                spec.channel_block)
         names = register_arrays(gm, site.name, {f: getattr(packed, f) for f in
-                                                ("offsets", "weights", "cols", "rowptr", "bias")})
+                                                ("offsets", "weights", "cols", "ranges", "bias")})
         splice_call(gm, torch.ops.sparsepass.pattern_conv2d.default, site.node, last,
                     (site.x, residual, spec.to_json(), site.name), names, report, erase)
     else:

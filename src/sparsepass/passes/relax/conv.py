@@ -162,8 +162,8 @@ class _SparsifyConv:
                                        decision.estimated_speedup)
         out_ty = relax.TensorType(out_shape, "float32")
         if is_pattern:
-            packed = to_pattern_csr(weight, spec.tap_offset, spec.taps, bias_vector)
-            arrays = [relax.const(getattr(packed, f)) for f in ("offsets", "weights", "cols", "rowptr", "bias")]
+            packed = to_pattern_csr(weight, spec.tap_offset, spec.taps, bias_vector, spec.channel_block)
+            arrays = [relax.const(getattr(packed, f)) for f in ("offsets", "weights", "cols", "ranges", "bias")]
             extra = residual if residual is not None else relax.const(np.zeros(1, np.float32))
             return relax.call_tir(self.kernel(spec), [x, *arrays, extra], out_ty=out_ty)
         packed = to_bsr(weight[:, :, 0, 0], spec.block, spec.parts, bias_vector)
