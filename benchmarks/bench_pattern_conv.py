@@ -21,7 +21,7 @@ from sparsepass import passes, prune
 from sparsepass.codegen import runtime
 from sparsepass.passes.fx.reorder_filters import reorder_filters
 from sparsepass.testing import assert_equivalent
-from sparsepass.testing.timing import median_ms
+from sparsepass.testing.timing import interleaved_median_ms, median_ms
 
 BLOCKS = ((64, 56), (128, 28), (256, 14))
 
@@ -59,7 +59,7 @@ def reorder_effect(repeats: int) -> None:
         assert_equivalent(model, reordered, [x])
         before = max(g.imbalance_before for g in reordered_graph.sparsepass_reorder)
         after = max(g.imbalance_after for g in reordered_graph.sparsepass_reorder if g.permuted)
-        plain_ms, reordered_ms = median_ms(lambda: plain(x), repeats), median_ms(lambda: reordered(x), repeats)
+        plain_ms, reordered_ms = interleaved_median_ms([lambda: plain(x), lambda: reordered(x)], 5 * repeats)
         print(f"  {name:20} heavier half {before:.2f} -> {after:.2f} of the work; "
               f"{plain_ms:.3f} ms -> {reordered_ms:.3f} ms ({plain_ms / reordered_ms:.2f}x)")
 
@@ -83,7 +83,7 @@ def main() -> None:
         weights = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
         density = sum(int((w != 0).sum()) for w in weights) / sum(w.numel() for w in weights)
         dense = median_ms(lambda: model(x), args.repeats)
-        ort = median_ms(ort_runner(model, x), args.repeats)
+        ort = median_ms(ort_runner(model, x), args.repeats)  # the session (and its threads) ends here
         sparse = median_ms(lambda: fast(x), args.repeats)
         ideal = min(dense, ort) * density
         print(f"{channels:>5}ch {size:>3}x{size:<3} {density:>7.3f} {dense:>9.3f} {ort:>8.3f} {sparse:>9.3f} "

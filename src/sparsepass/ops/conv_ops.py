@@ -13,6 +13,7 @@ from sparsepass.codegen.build import get_kernel
 from sparsepass.codegen.pattern_conv_cpu import ConvSpec
 from sparsepass.codegen.spec import KernelSpec
 from sparsepass.errors import SparsifyError
+from sparsepass.ops.registry import kernel_op
 
 
 @functools.lru_cache(maxsize=None)
@@ -33,7 +34,12 @@ def _check(x: torch.Tensor, channels: int, layer: str, spatial: tuple[int, int] 
                                    "(the kernel is specialised to the shape seen when sparsifying)")
 
 
-@torch.library.custom_op("sparsepass::pattern_conv2d", mutates_args=())
+def _pattern_conv2d_fake(x, offsets, weights, cols, ranges, bias, residual, spec, layer):
+    s = _conv_spec(spec)
+    return x.new_empty((x.shape[0], s.out_channels, s.out_height, s.out_width))
+
+
+@kernel_op("pattern_conv2d", _pattern_conv2d_fake)
 def pattern_conv2d(x: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor, cols: torch.Tensor,
                    ranges: torch.Tensor, bias: torch.Tensor, residual: Optional[torch.Tensor], spec: str,
                    layer: str) -> torch.Tensor:
@@ -51,13 +57,11 @@ def pattern_conv2d(x: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor
     return out
 
 
-@pattern_conv2d.register_fake
-def _pattern_conv2d_fake(x, offsets, weights, cols, ranges, bias, residual, spec, layer):
-    s = _conv_spec(spec)
-    return x.new_empty((x.shape[0], s.out_channels, s.out_height, s.out_width))
+def _bsr_conv1x1_fake(x, data, indices, indptr, parts, bias, spec, layer):
+    return x.new_empty((x.shape[0], KernelSpec.from_json(spec).out_features, *x.shape[2:]))
 
 
-@torch.library.custom_op("sparsepass::bsr_conv1x1", mutates_args=())
+@kernel_op("bsr_conv1x1", _bsr_conv1x1_fake)
 def bsr_conv1x1(x: torch.Tensor, data: torch.Tensor, indices: torch.Tensor, indptr: torch.Tensor,
                 parts: torch.Tensor, bias: torch.Tensor, spec: str, layer: str) -> torch.Tensor:
     """A 1x1 conv (stride 1, no padding) with a BSR weight, NCHW float32."""
@@ -69,8 +73,3 @@ def bsr_conv1x1(x: torch.Tensor, data: torch.Tensor, indices: torch.Tensor, indp
     get_kernel(s)(x.contiguous().reshape(n, s.in_features, h * w), data, indices, indptr, parts, bias,
                   torch.zeros(1), out.reshape(n, s.out_features, h * w))
     return out
-
-
-@bsr_conv1x1.register_fake
-def _bsr_conv1x1_fake(x, data, indices, indptr, parts, bias, spec, layer):
-    return x.new_empty((x.shape[0], KernelSpec.from_json(spec).out_features, *x.shape[2:]))

@@ -1,7 +1,7 @@
 """``torch.ops.sparsepass.bsr_linear``: a generated BSR kernel as a PyTorch custom op.
 
-Registered with ``torch.library.custom_op`` and a fake (meta) kernel, so a
-graph that calls it still runs under torch.fx, ``torch.export`` and
+Registered through torch.library with a fake (meta) kernel (see registry), so
+a graph that calls it still runs under torch.fx, ``torch.export`` and
 ``torch.compile``. The kernel is found from its spec string, which the graph
 stores as a constant argument: a saved or exported graph rebuilds (or loads
 from the disk cache) the same kernel in a fresh process. Tensors cross into
@@ -19,6 +19,7 @@ from sparsepass.codegen import runtime
 from sparsepass.codegen.build import get_kernel
 from sparsepass.codegen.spec import KernelSpec
 from sparsepass.errors import SparsifyError
+from sparsepass.ops.registry import kernel_op
 
 
 @functools.lru_cache(maxsize=None)
@@ -26,10 +27,21 @@ def _spec(spec_json: str) -> KernelSpec:
     return KernelSpec.from_json(spec_json)
 
 
+@functools.lru_cache(maxsize=None)
+def _device(spec: KernelSpec) -> str:
+    return "cuda" if spec.target_dict["kind"] == "cuda" else "cpu"
+
+
+@functools.lru_cache(maxsize=None)
+def _no_residual(device: str) -> torch.Tensor:
+    """The placeholder passed for the residual of kernels without one (never read or written)."""
+    return torch.zeros(1, device=device)
+
+
 def _check_input(x: torch.Tensor, spec: KernelSpec, layer: str) -> None:
     if x.dtype != torch.float32:
         raise SparsifyError(layer, f"input dtype is {x.dtype}; the sparse kernel computes in float32")
-    device = "cuda" if spec.target_dict["kind"] == "cuda" else "cpu"
+    device = _device(spec)
     if x.device.type != device:
         raise SparsifyError(layer, f"input is on {x.device}; this kernel was built for {device} "
                             f"(sparsify_graph's target); move the module and inputs there")
@@ -41,7 +53,11 @@ def _check_input(x: torch.Tensor, spec: KernelSpec, layer: str) -> None:
         )
 
 
-@torch.library.custom_op("sparsepass::bsr_linear", mutates_args=())
+def _bsr_linear_fake(x, data, indices, indptr, parts, bias, residual, spec, layer):
+    return x.new_empty((*x.shape[:-1], _spec(spec).out_features))
+
+
+@kernel_op("bsr_linear", _bsr_linear_fake)
 def bsr_linear(
     x: torch.Tensor,
     data: torch.Tensor,
@@ -58,7 +74,7 @@ def bsr_linear(
     _check_input(x, kernel_spec, layer)
     rows = x.reshape(-1, kernel_spec.in_features).contiguous()
     out = torch.empty(rows.shape[0], kernel_spec.out_features, dtype=x.dtype, device=x.device)
-    res = torch.zeros(1, device=x.device)
+    res = _no_residual(x.device.type)
     if kernel_spec.residual:
         if residual is None or tuple(residual.shape) != (*x.shape[:-1], kernel_spec.out_features):
             raise SparsifyError(layer, "the fused residual must have the layer output's shape")
@@ -68,8 +84,3 @@ def bsr_linear(
             runtime.set_num_threads(torch.get_num_threads())
         get_kernel(kernel_spec)(rows, data, indices, indptr, parts, bias, res, out)
     return out.reshape(*x.shape[:-1], kernel_spec.out_features)
-
-
-@bsr_linear.register_fake
-def _bsr_linear_fake(x, data, indices, indptr, parts, bias, residual, spec, layer):
-    return x.new_empty((*x.shape[:-1], _spec(spec).out_features))

@@ -16,3 +16,22 @@ def median_ms(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1e3
+
+
+def interleaved_median_ms(fns, repeats: int) -> list[float]:
+    """Median wall times (ms) of several callables timed in turn, call by call.
+
+    For A/B comparisons on a noisy machine: each round calls every function
+    once, so a slow spell (a neighbour, a frequency change, another pool's
+    threads still spinning) hits all of them alike instead of whichever ran then.
+    """
+    for fn in fns:
+        fn()
+        fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, samples in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - start)
+    return [statistics.median(samples) * 1e3 for samples in times]
