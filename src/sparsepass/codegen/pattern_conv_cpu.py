@@ -123,6 +123,7 @@ def generate(spec: ConvSpec):
     plane = rows_p * pitch
     act = epilogue_fn(spec.epilogue)
     full_tiles, tail_rows = oh // tr, oh % tr
+    tiles = full_tiles + (tail_rows > 0)
     blocks, nparts = spec.channel_blocks, spec.filter_parts
     per_part = -(-c_out // nparts)
 
@@ -139,13 +140,20 @@ def generate(spec: ConvSpec):
 
     @T.macro
     def copy_padded(X, xp, nc):
-        for q in T.vectorized(plane):
-            xp[nc * plane + q] = T.float32(0)
-        for row in range(min(h, rows_p - p)):
-            for dx in T.unroll(3):
-                for j in range(count_j(dx)):
-                    xp[nc * plane + (row + p) * pitch + dx * vw + first_j(dx) + j] = X[
-                        nc // c_in, nc % c_in, row, (first_j(dx) + j) * s + dx - p]
+        # Each workspace element is written once: zeros in padding rows and columns, else input.
+        for row in range(rows_p):
+            if row < p or row >= p + h:
+                for q in T.vectorized(pitch):
+                    xp[nc * plane + row * pitch + q] = T.float32(0)
+            else:
+                for dx in T.unroll(3):
+                    for j in range(first_j(dx)):
+                        xp[nc * plane + row * pitch + dx * vw + j] = T.float32(0)
+                    for j in range(count_j(dx)):
+                        xp[nc * plane + row * pitch + dx * vw + first_j(dx) + j] = X[
+                            nc // c_in, nc % c_in, row - p, (first_j(dx) + j) * s + dx - p]
+                    for j in range(vw - first_j(dx) - count_j(dx)):
+                        xp[nc * plane + row * pitch + dx * vw + first_j(dx) + count_j(dx) + j] = T.float32(0)
 
     def epilogue(value, residual, n, o, row, col):
         if spec.residual:
@@ -203,12 +211,13 @@ def generate(spec: ConvSpec):
         xp = T.alloc_buffer((N * c_in * plane,), "float32")
         for nc in T.parallel(N * c_in):
             copy_padded(X, xp, nc)
-        for t in T.parallel(N * full_tiles * nparts):
-            task(xp, offsets, wts, cols, ranges, bias, R, Y, t // (full_tiles * nparts), t % nparts,
-                 t // nparts % full_tiles * tr, tr)
-        if tail_rows > 0:
-            for t in T.parallel(N * nparts):
-                task(xp, offsets, wts, cols, ranges, bias, R, Y, t // nparts, t % nparts, full_tiles * tr,
-                     tail_rows)
+        # One parallel loop for whole tiles and the tail tile: each launch wakes the pool (~30 us).
+        for t in T.parallel(N * tiles * nparts):
+            if t // nparts % tiles < full_tiles:
+                task(xp, offsets, wts, cols, ranges, bias, R, Y, t // (tiles * nparts), t % nparts,
+                     t // nparts % tiles * tr, tr)
+            else:
+                task(xp, offsets, wts, cols, ranges, bias, R, Y, t // (tiles * nparts), t % nparts,
+                     full_tiles * tr, tail_rows)
 
     return kernel

@@ -18,20 +18,21 @@ def median_ms(fn, repeats: int) -> float:
     return statistics.median(times) * 1e3
 
 
-def interleaved_median_ms(fns, repeats: int) -> list[float]:
-    """Median wall times (ms) of several callables timed in turn, call by call.
+def interleaved_median_ms(fns, repeats: int, batch: int = 10) -> list[float]:
+    """Median wall times (ms) of several callables timed in turn, ``batch`` calls at a time.
 
-    For A/B comparisons on a noisy machine: each round calls every function
-    once, so a slow spell (a neighbour, a frequency change, another pool's
-    threads still spinning) hits all of them alike instead of whichever ran then.
+    For A/B comparisons on a noisy machine: each round runs every function
+    ``batch`` times, so a slow spell (a neighbour, a frequency change, another
+    pool's threads still spinning) hits all of them alike instead of whichever
+    ran then. The first call of each batch is not timed: it pays for the
+    caches the other function's data took over, which single-model runs do not.
     """
-    for fn in fns:
-        fn()
-        fn()
     times = [[] for _ in fns]
-    for _ in range(repeats):
+    for _ in range(-(-repeats // batch)):
         for fn, samples in zip(fns, times):
-            start = time.perf_counter()
             fn()
-            samples.append(time.perf_counter() - start)
+            for _ in range(batch):
+                start = time.perf_counter()
+                fn()
+                samples.append(time.perf_counter() - start)
     return [statistics.median(samples) * 1e3 for samples in times]
