@@ -19,6 +19,8 @@ from onnx_runner import ort_runner
 
 from sparsepass import passes, prune
 from sparsepass.codegen import runtime
+from sparsepass.codegen.pattern_conv_cpu import ConvSpec
+from sparsepass.codegen.target import canonical_target
 from sparsepass.passes.fx.reorder_filters import reorder_filters
 from sparsepass.testing import assert_equivalent
 from sparsepass.testing.timing import interleaved_median_ms, median_ms
@@ -46,22 +48,33 @@ def skewed_block(channels: int) -> nn.Module:
 
 
 def reorder_effect(repeats: int) -> None:
-    """Two threads: the same sparsified block with and without ReorderFilters."""
+    """Two threads: the same sparsified block with and without ReorderFilters.
+
+    The kernel's parallel tasks are (row tile, part of the filters). With several row tiles a
+    thread's share holds every part, so it is balanced whatever the filter order; with one row
+    tile (14x14 maps and smaller) the threads split the filters, and their order decides.
+    """
     threads = min(2, len(os.sched_getaffinity(0)))
     torch.set_num_threads(threads)
     runtime.set_num_threads(threads)
-    print(f"\nfilter reorder, {threads} threads (128ch 28x28 block):")
-    for name, model in (("pattern_prune as is", block(128)), ("skewed filters", skewed_block(128))):
-        x = torch.randn(1, 128, 28, 28)
-        plain = passes.sparsify_graph(fx.symbolic_trace(model), example_inputs=(x,))
-        reordered_graph = reorder_filters(fx.symbolic_trace(model))
-        reordered = passes.sparsify_graph(reordered_graph, example_inputs=(x,))
-        assert_equivalent(model, reordered, [x])
-        before = max(g.imbalance_before for g in reordered_graph.sparsepass_reorder)
-        after = max(g.imbalance_after for g in reordered_graph.sparsepass_reorder if g.permuted)
-        plain_ms, reordered_ms = interleaved_median_ms([lambda: plain(x), lambda: reordered(x)], 5 * repeats)
-        print(f"  {name:20} heavier half {before:.2f} -> {after:.2f} of the work; "
-              f"{plain_ms:.3f} ms -> {reordered_ms:.3f} ms ({plain_ms / reordered_ms:.2f}x)")
+    print(f"\nfilter reorder, {threads} threads:")
+    for channels, size in ((128, 28), (256, 14)):
+        spec = ConvSpec.make(in_channels=channels, out_channels=channels, height=size, width=size,
+                             stride=1, padding=1, taps=4, target=canonical_target())
+        tasks = f"{-(-spec.out_height // spec.tile_rows)} row tiles x {spec.filter_parts} filter parts"
+        for name, model in (("pattern_prune as is", block(channels)), ("skewed filters", skewed_block(channels))):
+            x = torch.randn(1, channels, size, size)
+            plain = passes.sparsify_graph(fx.symbolic_trace(model), example_inputs=(x,))
+            reordered_graph = reorder_filters(fx.symbolic_trace(model))
+            reordered = passes.sparsify_graph(reordered_graph, example_inputs=(x,))
+            assert_equivalent(model, reordered, [x])
+            before = max(g.imbalance_before for g in reordered_graph.sparsepass_reorder)
+            after = max(g.imbalance_after for g in reordered_graph.sparsepass_reorder if g.permuted)
+            plain_ms, reordered_ms = interleaved_median_ms([lambda: plain(x), lambda: reordered(x)],
+                                                           5 * repeats)
+            print(f"  {channels:>3}ch {size}x{size} ({tasks}), {name:20} heavier half {before:.2f} -> "
+                  f"{after:.2f} of the work; {plain_ms:.3f} ms -> {reordered_ms:.3f} ms "
+                  f"({plain_ms / reordered_ms:.2f}x)", flush=True)
 
 
 @torch.no_grad()
