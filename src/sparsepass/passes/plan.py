@@ -176,9 +176,9 @@ def choose(
     return Decision(spec, reason, dense_cost, sparse_cost)
 
 
-#: Above this density a pattern conv is estimated slower than PyTorch's dense conv (measured:
-#: 1.8-2.0x faster at density 0.22 on BERT-era CPUs, i.e. about 0.4 of dense efficiency).
-PATTERN_CONV_EFFICIENCY = 0.4
+#: A pattern conv's speed per kept tap relative to PyTorch's dense conv per tap (measured on
+#: Zen 5, one thread: 2.2-2.5x faster at density 0.22 for single convs, i.e. about 0.5).
+PATTERN_CONV_EFFICIENCY = 0.5
 
 
 def choose_conv(structure, conv: dict, target: dict):
