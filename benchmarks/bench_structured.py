@@ -21,7 +21,7 @@ from sparsepass import passes, prune
 from sparsepass.codegen import runtime
 from sparsepass.testing import assert_equivalent
 from sparsepass.testing.models import ResNet18, randomize_batchnorm, remove_half_block_filters
-from sparsepass.testing.timing import median_ms
+from sparsepass.testing.timing import interleaved_median_ms
 
 
 def half_filters_removed() -> nn.Module:
@@ -53,7 +53,7 @@ def main() -> None:
     assert_equivalent(model, compacted, [x])
     before = sum(p.numel() for p in model.parameters())
     after = sum(p.numel() for p in compacted.parameters())
-    dense_ms, compact_ms = median_ms(lambda: model(x), args.repeats), median_ms(lambda: compacted(x), args.repeats)
+    dense_ms, compact_ms = interleaved_median_ms([lambda: model(x), lambda: compacted(x)], args.repeats)
     print(f"ResNet-18, 50% of block filters removed: parameters {before} -> {after}; "
           f"PyTorch dense {dense_ms:.1f} ms, compacted {compact_ms:.1f} ms ({dense_ms / compact_ms:.2f}x)")
 
@@ -63,7 +63,7 @@ def main() -> None:
     fused = passes.sparsify_graph(fx.symbolic_trace(ffn))
     unfused = passes.sparsify_graph(fx.symbolic_trace(ffn), options=passes.SparsifyOptions(fuse_activations=False))
     assert fused.sparsepass_report["up"].kernel.endswith("+gelu")
-    fused_ms, unfused_ms = median_ms(lambda: fused(t), args.repeats * 5), median_ms(lambda: unfused(t), args.repeats * 5)
+    fused_ms, unfused_ms = interleaved_median_ms([lambda: fused(t), lambda: unfused(t)], args.repeats * 5)
     print(f"BERT FFN 32x1 @10%: GELU unfused {unfused_ms:.3f} ms, fused into the BSR kernel {fused_ms:.3f} ms "
           f"({unfused_ms / fused_ms:.2f}x)")
 
