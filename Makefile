@@ -24,6 +24,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_linear.py
 	$(PY) benchmarks/bench_bert_layer.py
+	$(PY) benchmarks/bench_pattern_conv.py
+	$(PY) benchmarks/bench_structured.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis
