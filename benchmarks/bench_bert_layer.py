@@ -24,7 +24,7 @@ from sparsepass.codegen import runtime
 from sparsepass.codegen.target import canonical_target, tvm_target
 from sparsepass.passes import relax as sp
 from sparsepass.testing import output_tolerance
-from sparsepass.testing.timing import median_ms
+from sparsepass.testing.timing import interleaved_median_ms, median_ms
 
 TOKENS = 128
 
@@ -77,13 +77,12 @@ def main() -> None:
         error = float((out - expected).abs().max())
         assert error <= tolerance, f"{name} path differs from dense: {error} > {tolerance}"
 
-    results = {
-        "PyTorch dense": median_ms(lambda: model(x), args.repeats),
-        "ONNX Runtime dense": median_ms(ort_runner(model, x), args.repeats),
-        "TVM default build (dense, unscheduled)": median_ms(default_run, 3),
-        "sparsepass torch.fx": median_ms(lambda: fx(x), args.repeats),
-        "sparsepass Relax pipeline": median_ms(sparse_run, args.repeats),
-    }
+    # One thread, side by side call by call (the default build, at seconds a call, apart).
+    names = ["PyTorch dense", "ONNX Runtime dense", "sparsepass torch.fx", "sparsepass Relax pipeline"]
+    times = interleaved_median_ms([lambda: model(x), ort_runner(model, x), lambda: fx(x), sparse_run],
+                                  args.repeats)
+    results = dict(zip(names, times))
+    results["TVM default build (dense, unscheduled)"] = median_ms(default_run, 3)
     relax_ms = results["sparsepass Relax pipeline"]
     print(f"BERT-base encoder layer, {TOKENS} tokens, 32x1 blocks at density {args.density}, one thread "
           f"(Relax build {build_s:.1f} s; outputs equal within {tolerance:.1e})")

@@ -4,8 +4,9 @@ Workloads (128 tokens, float32): the FFN (768 -> 3072 -> GELU -> 768) and the
 four attention projections (Q, K, V, O: 768 -> 768). Each is pruned to a block
 shape (32x1, 16x1, 4x4, unstructured 1x1) at a density (0.5, 0.2, 0.1) and run
 on one thread and on all cores. Every number comes from this one run; ratios
-compare systems measured side by side. "ideal" is the best dense time times
-the density. Medians of repeated runs.
+compare systems measured side by side (on one thread call by call, in turns;
+on all cores one system at a time, since idle threads of the other pools spin).
+"ideal" is the best dense time times the density. Medians of repeated runs.
 
     python benchmarks/bench_linear.py [--quick] [--repeats N]
 """
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 
 from sparsepass import passes, prune
 from sparsepass.passes.analysis import detect
-from sparsepass.testing.timing import median_ms
+from sparsepass.testing.timing import interleaved_median_ms, median_ms
 
 TOKENS = 128
 HIDDEN, FFN = 768, 3072
@@ -98,18 +99,24 @@ def run(args) -> None:
             for threads in thread_counts:
                 torch.set_num_threads(threads)
                 dense_model = pruned(workload, (1, 1), 1.0)
-                torch_ms = median_ms(lambda: dense_model(x), args.repeats)
-                session = onnx_session(dense_model, threads)
-                ort_ms = median_ms(functools.partial(session.run, None, {"x": x.numpy()}), args.repeats)
-                del session  # its spinning worker threads would take a core from the next timings
-                best_dense = min(torch_ms, ort_ms)
+                dense = functools.partial(dense_model, x)
+                ort = functools.partial(onnx_session(dense_model, threads).run, None, {"x": x.numpy()})
+                if threads > 1:
+                    # Each system alone: the other pools' idle threads spin and would take a core.
+                    torch_ms, ort_ms = median_ms(dense, args.repeats), median_ms(ort, args.repeats)
+                    del ort  # ends the session and its threads
                 for name, block in BLOCKS.items():
                     for density in DENSITIES if not args.quick else (0.1,):
                         model = pruned(workload, block, density)
                         fast = passes.sparsify_graph(fx.symbolic_trace(model))
                         kernels = sorted({layer.kernel for layer in fast.sparsepass_report})
-                        sparse_ms = median_ms(lambda: fast(x), args.repeats)
-                        ideal = best_dense * density
+                        sparse = functools.partial(fast, x)
+                        if threads == 1:  # side by side, call by call: a slow spell hits all three
+                            torch_ms, ort_ms, sparse_ms = interleaved_median_ms([dense, ort, sparse],
+                                                                                args.repeats)
+                        else:
+                            sparse_ms = median_ms(sparse, args.repeats)
+                        ideal = min(torch_ms, ort_ms) * density
                         rows.append((workload, threads, name, density, torch_ms, ort_ms, sparse_ms,
                                      ideal, ", ".join(kernels)))
                         print_row(rows[-1], header=len(rows) == 1)

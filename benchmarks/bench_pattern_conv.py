@@ -23,7 +23,7 @@ from sparsepass.codegen.pattern_conv_cpu import ConvSpec
 from sparsepass.codegen.target import canonical_target
 from sparsepass.passes.fx.reorder_filters import reorder_filters
 from sparsepass.testing import assert_equivalent
-from sparsepass.testing.timing import interleaved_median_ms, median_ms
+from sparsepass.testing.timing import interleaved_median_ms
 
 BLOCKS = ((64, 56), (128, 28), (256, 14))
 
@@ -80,7 +80,7 @@ def reorder_effect(repeats: int) -> None:
 @torch.no_grad()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=50)
     args = parser.parse_args()
     torch.set_num_threads(1)
     runtime.set_num_threads(1)
@@ -95,9 +95,9 @@ def main() -> None:
         assert_equivalent(model, fast, [x])
         weights = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
         density = sum(int((w != 0).sum()) for w in weights) / sum(w.numel() for w in weights)
-        dense = median_ms(lambda: model(x), args.repeats)
-        ort = median_ms(ort_runner(model, x), args.repeats)  # the session (and its threads) ends here
-        sparse = median_ms(lambda: fast(x), args.repeats)
+        # One thread, side by side call by call: a slow spell of the machine hits all three.
+        dense, ort, sparse = interleaved_median_ms([lambda: model(x), ort_runner(model, x), lambda: fast(x)],
+                                                   args.repeats)
         ideal = min(dense, ort) * density
         print(f"{channels:>5}ch {size:>3}x{size:<3} {density:>7.3f} {dense:>9.3f} {ort:>8.3f} {sparse:>9.3f} "
               f"{ideal:>8.3f} {dense / sparse:>7.2f}x {ort / sparse:>6.2f}x {sparse / ideal:>6.2f}x", flush=True)
