@@ -18,7 +18,7 @@ def median_ms(fn, repeats: int) -> float:
     return statistics.median(times) * 1e3
 
 
-def interleaved_median_ms(fns, repeats: int, batch: int = 10) -> list[float]:
+def interleaved_median_ms(fns, repeats: int, batch: int = 25) -> list[float]:
     """Median wall times (ms) of several callables timed in turn, ``batch`` calls at a time.
 
     For A/B comparisons on a noisy machine: each round runs every function
@@ -26,6 +26,9 @@ def interleaved_median_ms(fns, repeats: int, batch: int = 10) -> list[float]:
     pool's threads still spinning) hits all of them alike instead of whichever
     ran then. The first call of each batch is not timed: it pays for the
     caches the other function's data took over, which single-model runs do not.
+    Batches are long (25 calls) because the next few calls still pay a little:
+    a sparse kernel that shares the caches with a dense one ran 5-15% slower in
+    batches of 10 than alone.
     """
     times = [[] for _ in fns]
     for _ in range(-(-repeats // batch)):
