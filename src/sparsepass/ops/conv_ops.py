@@ -3,24 +3,15 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Optional
 
 import torch
 
 from sparsepass.codegen import runtime
 from sparsepass.codegen.build import get_kernel
-from sparsepass.codegen.pattern_conv_cpu import ConvSpec
-from sparsepass.codegen.spec import KernelSpec
 from sparsepass.errors import SparsifyError
 from sparsepass.ops.registry import kernel_op
-
-
-@functools.lru_cache(maxsize=None)
-def _conv_spec(text: str) -> ConvSpec:
-    import json
-
-    return ConvSpec(**json.loads(text))
+from sparsepass.ops.specs import conv_spec, device_of, linear_spec, no_residual
 
 
 def _check(x: torch.Tensor, channels: int, layer: str, spatial: tuple[int, int] | None = None,
@@ -35,7 +26,7 @@ def _check(x: torch.Tensor, channels: int, layer: str, spatial: tuple[int, int] 
 
 
 def _pattern_conv2d_fake(x, offsets, weights, cols, ranges, bias, residual, spec, layer):
-    s = _conv_spec(spec)
+    s = conv_spec(spec)
     return x.new_empty((x.shape[0], s.out_channels, s.out_height, s.out_width))
 
 
@@ -44,11 +35,11 @@ def pattern_conv2d(x: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor
                    ranges: torch.Tensor, bias: torch.Tensor, residual: Optional[torch.Tensor], spec: str,
                    layer: str) -> torch.Tensor:
     """A pattern-pruned 3x3 conv (+ bias, + residual, + ReLU per the spec), NCHW float32."""
-    s = _conv_spec(spec)
-    device = "cuda" if s.target_dict["kind"] == "cuda" else "cpu"
+    s = conv_spec(spec)
+    device = device_of(s)
     _check(x, s.in_channels, layer, (s.height, s.width), device)
     out = torch.empty(x.shape[0], s.out_channels, s.out_height, s.out_width, device=x.device)
-    res = residual.contiguous() if s.residual else torch.zeros(1, device=x.device)
+    res = residual.contiguous() if s.residual else no_residual(x.device.type)
     if s.residual and (residual is None or tuple(residual.shape) != tuple(out.shape)):
         raise SparsifyError(layer, f"residual input must have the output's shape {tuple(out.shape)}")
     if device == "cpu":
@@ -58,18 +49,18 @@ def pattern_conv2d(x: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor
 
 
 def _bsr_conv1x1_fake(x, data, indices, indptr, parts, bias, spec, layer):
-    return x.new_empty((x.shape[0], KernelSpec.from_json(spec).out_features, *x.shape[2:]))
+    return x.new_empty((x.shape[0], linear_spec(spec).out_features, *x.shape[2:]))
 
 
 @kernel_op("bsr_conv1x1", _bsr_conv1x1_fake)
 def bsr_conv1x1(x: torch.Tensor, data: torch.Tensor, indices: torch.Tensor, indptr: torch.Tensor,
                 parts: torch.Tensor, bias: torch.Tensor, spec: str, layer: str) -> torch.Tensor:
     """A 1x1 conv (stride 1, no padding) with a BSR weight, NCHW float32."""
-    s = KernelSpec.from_json(spec)
+    s = linear_spec(spec)
     _check(x, s.in_features, layer)
     n, _, h, w = x.shape
     out = torch.empty(n, s.out_features, h, w)
     runtime.set_num_threads(torch.get_num_threads())
     get_kernel(s)(x.contiguous().reshape(n, s.in_features, h * w), data, indices, indptr, parts, bias,
-                  torch.zeros(1), out.reshape(n, s.out_features, h * w))
+                  no_residual("cpu"), out.reshape(n, s.out_features, h * w))
     return out

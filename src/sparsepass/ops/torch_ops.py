@@ -10,7 +10,6 @@ TVM through DLPack without a copy.
 
 from __future__ import annotations
 
-import functools
 from typing import Optional
 
 import torch
@@ -20,28 +19,13 @@ from sparsepass.codegen.build import get_kernel
 from sparsepass.codegen.spec import KernelSpec
 from sparsepass.errors import SparsifyError
 from sparsepass.ops.registry import kernel_op
-
-
-@functools.lru_cache(maxsize=None)
-def _spec(spec_json: str) -> KernelSpec:
-    return KernelSpec.from_json(spec_json)
-
-
-@functools.lru_cache(maxsize=None)
-def _device(spec: KernelSpec) -> str:
-    return "cuda" if spec.target_dict["kind"] == "cuda" else "cpu"
-
-
-@functools.lru_cache(maxsize=None)
-def _no_residual(device: str) -> torch.Tensor:
-    """The placeholder passed for the residual of kernels without one (never read or written)."""
-    return torch.zeros(1, device=device)
+from sparsepass.ops.specs import device_of, linear_spec, no_residual
 
 
 def _check_input(x: torch.Tensor, spec: KernelSpec, layer: str) -> None:
     if x.dtype != torch.float32:
         raise SparsifyError(layer, f"input dtype is {x.dtype}; the sparse kernel computes in float32")
-    device = _device(spec)
+    device = device_of(spec)
     if x.device.type != device:
         raise SparsifyError(layer, f"input is on {x.device}; this kernel was built for {device} "
                             f"(sparsify_graph's target); move the module and inputs there")
@@ -54,7 +38,7 @@ def _check_input(x: torch.Tensor, spec: KernelSpec, layer: str) -> None:
 
 
 def _bsr_linear_fake(x, data, indices, indptr, parts, bias, residual, spec, layer):
-    return x.new_empty((*x.shape[:-1], _spec(spec).out_features))
+    return x.new_empty((*x.shape[:-1], linear_spec(spec).out_features))
 
 
 @kernel_op("bsr_linear", _bsr_linear_fake)
@@ -70,11 +54,11 @@ def bsr_linear(
     layer: str,
 ) -> torch.Tensor:
     """``epilogue(x @ W.T + bias [+ residual])`` with W in sparsepass BSR layout (codegen.bsr_format)."""
-    kernel_spec = _spec(spec)
+    kernel_spec = linear_spec(spec)
     _check_input(x, kernel_spec, layer)
     rows = x.reshape(-1, kernel_spec.in_features).contiguous()
     out = torch.empty(rows.shape[0], kernel_spec.out_features, dtype=x.dtype, device=x.device)
-    res = _no_residual(x.device.type)
+    res = no_residual(x.device.type)
     if kernel_spec.residual:
         if residual is None or tuple(residual.shape) != (*x.shape[:-1], kernel_spec.out_features):
             raise SparsifyError(layer, "the fused residual must have the layer output's shape")

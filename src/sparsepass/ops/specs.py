@@ -1,0 +1,38 @@
+"""What every op's call path shares: kernel specs parsed once per string, and the placeholder
+tensor passed where a kernel takes no residual.
+
+A rewritten graph stores each kernel's spec as a JSON string argument; parsing it on every
+call (and allocating a placeholder) cost microseconds per layer, as much as a small kernel.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import torch
+
+from sparsepass.codegen.pattern_conv_cpu import ConvSpec
+from sparsepass.codegen.spec import KernelSpec
+
+
+@functools.lru_cache(maxsize=None)
+def linear_spec(text: str) -> KernelSpec:
+    return KernelSpec.from_json(text)
+
+
+@functools.lru_cache(maxsize=None)
+def conv_spec(text: str) -> ConvSpec:
+    return ConvSpec(**json.loads(text))
+
+
+@functools.lru_cache(maxsize=None)
+def device_of(spec) -> str:
+    """The torch device type a spec's kernel runs on."""
+    return "cuda" if spec.target_dict["kind"] == "cuda" else "cpu"
+
+
+@functools.lru_cache(maxsize=None)
+def no_residual(device: str) -> torch.Tensor:
+    """The placeholder for the residual of kernels without one (never read or written)."""
+    return torch.zeros(1, device=device)
