@@ -64,3 +64,14 @@ def test_cuda_target_gets_gpu_blocks():
 def test_cuda_target_keeps_unstructured_dense():
     decision = choose(detect(pruned(256, 256, (1, 1), 0.1)), canonical_target("cuda"))
     assert decision.kernel is None and "dense is estimated faster" in decision.reason
+
+
+def test_token_tiles_fill_sixteen_accumulators_without_padding_a_short_batch():
+    # Unstructured at 10%: vectors of tokens; 128 tokens fill 8 vectors (the most a tile spans).
+    unstructured = detect(pruned(768, 768, (1, 1), 0.1))
+    assert choose(unstructured, HOST, tokens=128).kernel.tile == 128
+    # A batch of 8 rows gets one vector of tokens, not 128 mostly-padding ones.
+    assert choose(unstructured, HOST, tokens=8).kernel.tile == 16
+    # 4x4 blocks: 4 rows x 64 tokens = 16 accumulator vectors.
+    blocks = choose(detect(pruned(768, 768, (4, 4), 0.1)), HOST, tokens=128).kernel
+    assert blocks.layout == "tokens" and blocks.block == (4, 4) and blocks.tile == 64
