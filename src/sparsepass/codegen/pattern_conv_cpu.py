@@ -2,9 +2,9 @@
 
 Each output filter keeps some of its 3x3 kernels (connectivity sparsity), and
 each kept kernel keeps a few taps (pattern sparsity). The weight is stored as
-CSR over output filters (pattern_format): entry e is a kept kernel with its
-input channel, its taps as offsets into the input workspace, and their
-weights (padded with zero weights to ``taps`` per kernel).
+CSR over output filters of tap columns (pattern_format.to_column_csr): an
+entry is one column dx of a kept kernel, its input channel, its top tap row
+and up to three tap weights down the column.
 
 The input is first copied into a zero-padded workspace in which each padded
 row is stored three times, shifted by the tap column dx = 0, 1, 2 (and
@@ -13,16 +13,24 @@ subsampled by the stride): copy dx holds padded column ``j * s + dx`` at
 bounds checks, no strided loads, and no vector load that splits a cache line
 (unaligned taps cost 1.5x).
 
-A register tile is ``rows`` output rows times the whole output width (rounded
-up to vectors), vectorised along the width; for each kept kernel and tap, one
-weight is broadcast and multiplied into the tile. Parallel tasks are (image,
-row tile, part of the filters); inside a task, input channels go in blocks
-whose rows of the workspace fit in L1 (``channel_block``), and every filter of
-the part adds its kernels of that block before the next block: each loaded
-input line is reused by all filters instead of streaming from L2 (1.4x).
-Partial sums wait in a small per-task workspace. Filter order decides which
-task gets which filters (see passes ReorderFilters). Bias, an optional
-residual input and ReLU are fused into the last block's store.
+A register tile is ``tile_rows`` output rows times ``tile_vectors`` vectors
+of the width (16 accumulators). For a column entry the tile loads each input
+row it needs once and multiplies it into every output row whose tap reads it:
+two taps one row apart load rows + 1 vectors for 2 * rows multiply-adds.
+Vector loads, not multiply-adds, bound this loop (about 1.3 vector loads per
+cycle on Zen 5 against 2 FMAs). Entries are grouped by span (0-2 rows between
+the column's top and bottom tap) so each group's loop is straight-line code;
+a tall tile (8 rows x 2 vectors) shares more rows than a wide one.
+
+A filter adds all its entries of a channel block in one go. A block is as many
+input channels as keep a tile's workspace rows in L2 (all of them at ResNet
+shapes): a filter's loops are then long and their exits rarely mispredicted.
+L1-sized blocks, with three short loops per (filter, block) and partial sums
+between blocks, measured 1.2-1.3x slower. Partial sums (a per-task buffer)
+remain for layers too wide for one block. Parallel tasks are (image, row tile,
+column tile, part of the filters); filter order decides which task gets which
+filters (see passes ReorderFilters). Bias, an optional residual input and ReLU
+are fused into the last block's store.
 """
 
 from __future__ import annotations
@@ -35,11 +43,15 @@ from sparsepass.codegen.tvm_api import T
 
 ENTRY = "pattern_conv"
 LANES = 16
-#: Accumulator vectors per register tile (AVX-512 has 32 registers).
+#: Accumulator vectors per register tile (AVX-512 has 32 registers; 24 spilled).
 TILE_VECTORS = 16
-#: Bytes of workspace rows one channel block may occupy: a 48 KB L1 data cache (measured best
-#: among 16-128 KB on Zen 5: the tap loads hit L1, and blocks stay long enough to amortise).
-L1_BLOCK_BYTES = 48 * 1024
+#: Vectors across the width per tile where the width allows (8 x 2 beat 4 x 4 and 16 x 1).
+TILE_WIDTH_VECTORS = 2
+#: Bytes of workspace rows one channel block may occupy: most of a 1 MB L2 (one block beat
+#: L1-sized blocks by 1.2-1.3x and L2-sized ones of 256-512 KB slightly).
+BLOCK_BYTES = 768 * 1024
+#: Column entries by span (0, 1 or 2 rows from the top tap to the bottom tap of a column).
+SPANS = 3
 #: Parallel tasks a conv should offer at least (for thread counts up to this), by splitting
 #: its filters into parts when it has fewer row tiles.
 MIN_TASKS = 8
@@ -92,17 +104,35 @@ class ConvSpec(SpecMixin):
         return self.stride * (self.out_height - 1) + 3
 
     @property
+    def tile_vectors(self) -> int:
+        """Vectors across the width per register tile (a divisor of the rounded width)."""
+        vectors = self.vector_width // LANES
+        return TILE_WIDTH_VECTORS if vectors % TILE_WIDTH_VECTORS == 0 else 1
+
+    @property
+    def tile_width(self) -> int:
+        return self.tile_vectors * LANES
+
+    @property
+    def column_tiles(self) -> int:
+        return self.vector_width // self.tile_width
+
+    @property
     def tile_rows(self) -> int:
-        return max(1, min(self.out_height, TILE_VECTORS * LANES // self.vector_width))
+        return max(1, min(self.out_height, TILE_VECTORS // self.tile_vectors))
+
+    @property
+    def row_tiles(self) -> int:
+        return -(-self.out_height // self.tile_rows)
 
     @property
     def channel_block(self) -> int:
-        """Input channels per block: on CPUs as many as keep a row tile's workspace rows in L1;
+        """Input channels per block: on CPUs as many as keep a tile's workspace rows in L2;
         on CUDA all of them (one block)."""
         if self.target_dict["kind"] == "cuda":
             return max(1, self.in_channels)
         rows = (self.tile_rows - 1) * self.stride + 3
-        return max(1, min(self.in_channels, L1_BLOCK_BYTES // (rows * self.pitch * 4)))
+        return max(1, min(self.in_channels, BLOCK_BYTES // (rows * 3 * self.tile_width * 4)))
 
     @property
     def channel_blocks(self) -> int:
@@ -110,25 +140,23 @@ class ConvSpec(SpecMixin):
 
     @property
     def filter_parts(self) -> int:
-        """Parts the filters are split into, so that (row tiles x parts) >= MIN_TASKS."""
-        tiles = -(-self.out_height // self.tile_rows)
+        """Parts the filters are split into, so that (tiles x parts) >= MIN_TASKS."""
+        tiles = self.row_tiles * self.column_tiles
         return max(1, min(self.out_channels, -(-MIN_TASKS // tiles)))
 
 
 def generate(spec: ConvSpec):
     c_in, c_out, h, w = spec.in_channels, spec.out_channels, spec.height, spec.width
-    s, p, k = spec.stride, spec.padding, spec.taps
-    oh, ow, vw = spec.out_height, spec.out_width, spec.vector_width
+    s, p = spec.stride, spec.padding
+    oh, ow, vw, tw = spec.out_height, spec.out_width, spec.vector_width, spec.tile_width
     pitch, rows_p, tr = spec.pitch, spec.padded_rows, spec.tile_rows
     plane = rows_p * pitch
     act = epilogue_fn(spec.epilogue)
     full_tiles, tail_rows = oh // tr, oh % tr
-    tiles = full_tiles + (tail_rows > 0)
+    row_tiles, col_tiles = spec.row_tiles, spec.column_tiles
     blocks, nparts = spec.channel_blocks, spec.filter_parts
     per_part = -(-c_out // nparts)
-
-    def in_at(xp, n, c, row, col, off):
-        return xp[(n * c_in + c) * plane + row * s * pitch + col + off]
+    tasks_per_image = row_tiles * col_tiles * nparts
 
     def first_j(dx):
         # The first output column j whose tap column j * s + dx - p is an input column.
@@ -161,35 +189,46 @@ def generate(spec: ConvSpec):
         return act(value)
 
     @T.macro
-    def filter_block(xp, offsets, wts, cols, ranges, bias, R, Y, partial, n, o, f, g, r0, rows):
-        # Filter o's kernels in channel block g, added to its partial sums (slot f).
-        acc = T.alloc_buffer((rows, vw), "float32", scope="local")
-        for i in T.unroll(rows):
-            for v in T.vectorized(vw):
-                acc[i, v] = T.if_then_else(g == 0, bias[o], partial[f, i, v])
-        for j in range(ranges[o, g + 1] - ranges[o, g]):
-            for t in T.unroll(k):
+    def column_entries(xp, offsets, wts, cols, ranges, acc, n, o, g, r0, c0, rows, span):
+        # Filter o's tap columns of one span in block g. Tap d of output row i reads workspace
+        # row (r0 + i) * s + d from the column's top: LLVM loads a row shared by two taps once.
+        seg = g * SPANS + span
+        for j in range(ranges[o, seg + 1] - ranges[o, seg]):
+            for d in T.unroll(span + 1):
                 for i in T.unroll(rows):
-                    for v in T.vectorized(vw):
-                        acc[i, v] = acc[i, v] + wts[ranges[o, g] + j, t] * in_at(
-                            xp, n, cols[ranges[o, g] + j], r0 + i, v, offsets[ranges[o, g] + j, t])
+                    for v in T.vectorized(tw):
+                        acc[i, v] = acc[i, v] + wts[ranges[o, seg] + j, d] * xp[
+                            (n * c_in + cols[ranges[o, seg] + j]) * plane + offsets[ranges[o, seg] + j]
+                            + ((r0 + i) * s + d) * pitch + c0 + v]
+
+    @T.macro
+    def filter_block(xp, offsets, wts, cols, ranges, bias, R, Y, partial, n, o, f, g, r0, c0, rows):
+        # Filter o's entries in channel block g, added to its partial sums (slot f).
+        acc = T.alloc_buffer((rows, tw), "float32", scope="local")
+        for i in T.unroll(rows):
+            for v in T.vectorized(tw):
+                acc[i, v] = T.if_then_else(g == 0, bias[o], partial[f, i, v])
+        # One call per span (a Python constant here: each loop body is straight-line code).
+        column_entries(xp, offsets, wts, cols, ranges, acc, n, o, g, r0, c0, rows, 0)
+        column_entries(xp, offsets, wts, cols, ranges, acc, n, o, g, r0, c0, rows, 1)
+        column_entries(xp, offsets, wts, cols, ranges, acc, n, o, g, r0, c0, rows, 2)
         if g == blocks - 1:
             for i in T.unroll(rows):
-                for v in T.vectorized(vw):
-                    if v < ow:
-                        Y[n, o, r0 + i, v] = epilogue(acc[i, v], R, n, o, r0 + i, v)
+                for v in T.vectorized(tw):
+                    if c0 + v < ow:
+                        Y[n, o, r0 + i, c0 + v] = epilogue(acc[i, v], R, n, o, r0 + i, c0 + v)
         else:
             for i in T.unroll(rows):
-                for v in T.vectorized(vw):
+                for v in T.vectorized(tw):
                     partial[f, i, v] = acc[i, v]
 
     @T.macro
-    def task(xp, offsets, wts, cols, ranges, bias, R, Y, n, part, r0, rows):
-        partial = T.alloc_buffer((per_part, rows, vw), "float32")
+    def task(xp, offsets, wts, cols, ranges, bias, R, Y, n, part, r0, c0, rows):
+        partial = T.alloc_buffer((per_part if blocks > 1 else 1, rows, tw), "float32")
         for g in range(blocks):
             for f in range(T.min(per_part, c_out - part * per_part)):
                 filter_block(xp, offsets, wts, cols, ranges, bias, R, Y, partial, n, part * per_part + f,
-                             f, g, r0, rows)
+                             f, g, r0, c0, rows)
 
     residual_shape = (1,) if not spec.residual else None
 
@@ -201,10 +240,10 @@ def generate(spec: ConvSpec):
         N = T.int64()
         NNZ = T.int64()
         X = T.match_buffer(x, (N, c_in, h, w), "float32", align=4, offset_factor=1)
-        offsets = T.match_buffer(off, (NNZ, k), "int32", align=4)
-        wts = T.match_buffer(wt, (NNZ, k), "float32", align=4)
+        offsets = T.match_buffer(off, (NNZ,), "int32", align=4)
+        wts = T.match_buffer(wt, (NNZ, 3), "float32", align=4)
         cols = T.match_buffer(col, (NNZ,), "int32", align=4)
-        ranges = T.match_buffer(ptr, (c_out, blocks + 1), "int32", align=4)
+        ranges = T.match_buffer(ptr, (c_out, blocks * SPANS + 1), "int32", align=4)
         bias = T.match_buffer(bi, (c_out,), "float32", align=4)
         R = T.match_buffer(res, residual_shape or (N, c_out, oh, ow), "float32", align=4, offset_factor=1)
         Y = T.match_buffer(y, (N, c_out, oh, ow), "float32", align=4, offset_factor=1)
@@ -212,12 +251,13 @@ def generate(spec: ConvSpec):
         for nc in T.parallel(N * c_in):
             copy_padded(X, xp, nc)
         # One parallel loop for whole tiles and the tail tile: each launch wakes the pool (~30 us).
-        for t in T.parallel(N * tiles * nparts):
-            if t // nparts % tiles < full_tiles:
-                task(xp, offsets, wts, cols, ranges, bias, R, Y, t // (tiles * nparts), t % nparts,
-                     t // nparts % tiles * tr, tr)
+        # Task t: image t // tasks_per_image, then row tile, column tile, filter part.
+        for t in T.parallel(N * tasks_per_image):
+            if t // (col_tiles * nparts) % row_tiles < full_tiles:
+                task(xp, offsets, wts, cols, ranges, bias, R, Y, t // tasks_per_image, t % nparts,
+                     t // (col_tiles * nparts) % row_tiles * tr, t // nparts % col_tiles * tw, tr)
             else:
-                task(xp, offsets, wts, cols, ranges, bias, R, Y, t // (tiles * nparts), t % nparts,
-                     full_tiles * tr, tail_rows)
+                task(xp, offsets, wts, cols, ranges, bias, R, Y, t // tasks_per_image, t % nparts,
+                     full_tiles * tr, t // nparts % col_tiles * tw, tail_rows)
 
     return kernel

@@ -18,7 +18,8 @@ import torch.fx as fx
 
 from sparsepass.codegen.bsr_format import to_bsr
 from sparsepass.codegen.pattern_conv_cpu import ConvSpec
-from sparsepass.codegen.pattern_format import to_pattern_csr
+from sparsepass.codegen.pattern_format import FIELDS as PACKED_FIELDS
+from sparsepass.codegen.pattern_format import pack
 from sparsepass.ops import conv_ops  # noqa: F401  (registers the conv ops)
 from sparsepass.passes.conv_analysis import detect_conv
 from sparsepass.passes.fx.conv_match import ConvSite, _shape, fusable_tail
@@ -66,10 +67,8 @@ def rewrite_conv(gm: fx.GraphModule, site: ConvSite, target: dict, fuse: bool) -
     bias = None if site.bias is None else site.bias.float().numpy()
     erase = chain(site.node, last)
     if is_pattern:
-        packed = to_pattern_csr(site.weight.numpy(), spec.tap_offset, spec.taps, bias,
-                                spec.channel_block)
-        names = register_arrays(gm, site.name, {f: getattr(packed, f) for f in
-                                                ("offsets", "weights", "cols", "ranges", "bias")})
+        packed = pack(spec, site.weight.numpy(), bias)
+        names = register_arrays(gm, site.name, {f: getattr(packed, f) for f in PACKED_FIELDS})
         splice_call(gm, torch.ops.sparsepass.pattern_conv2d.default, site.node, last,
                     (site.x, residual, spec.to_json(), site.name), names, report, erase)
     else:

@@ -23,7 +23,8 @@ from tvm.relax.dpl import is_const, is_op, is_tuple_get_item, rewrite_call, wild
 from sparsepass.codegen.bsr_format import to_bsr
 from sparsepass.codegen.build import primfunc
 from sparsepass.codegen.pattern_conv_cpu import ConvSpec
-from sparsepass.codegen.pattern_format import to_pattern_csr
+from sparsepass.codegen.pattern_format import FIELDS as PACKED_FIELDS
+from sparsepass.codegen.pattern_format import pack
 from sparsepass.codegen.target import canonical_target
 from sparsepass.passes.conv_analysis import detect_conv
 from sparsepass.passes.plan import choose_conv
@@ -162,8 +163,8 @@ class _SparsifyConv:
                                        decision.estimated_speedup)
         out_ty = relax.TensorType(out_shape, "float32")
         if is_pattern:
-            packed = to_pattern_csr(weight, spec.tap_offset, spec.taps, bias_vector, spec.channel_block)
-            arrays = [relax.const(getattr(packed, f)) for f in ("offsets", "weights", "cols", "ranges", "bias")]
+            packed = pack(spec, weight, bias_vector)
+            arrays = [relax.const(getattr(packed, f)) for f in PACKED_FIELDS]
             extra = residual if residual is not None else relax.const(np.zeros(1, np.float32))
             return relax.call_tir(self.kernel(spec), [x, *arrays, extra], out_ty=out_ty)
         packed = to_bsr(weight[:, :, 0, 0], spec.block, spec.parts, bias_vector)
