@@ -65,3 +65,6 @@ def test_column_packing_round_trips_and_follows_blocks_and_spans():
                 assert not (kept & ~within).any()
     columns = (weight != 0).any(axis=2).sum()
     assert len(packed.offsets) == columns
+    with_planes = to_column_csr(weight, offset, None, channel_block=4, channel_stride=1000)
+    assert (with_planes.offsets == packed.offsets + 1000 * packed.cols).all()
+    assert (with_planes.to_dense(10, offset) == weight).all()

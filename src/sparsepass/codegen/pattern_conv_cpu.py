@@ -104,6 +104,11 @@ class ConvSpec(SpecMixin):
         return self.stride * (self.out_height - 1) + 3
 
     @property
+    def plane(self) -> int:
+        """Floats per input channel in the workspace."""
+        return self.padded_rows * self.pitch
+
+    @property
     def tile_vectors(self) -> int:
         """Vectors across the width per register tile (a divisor of the rounded width)."""
         vectors = self.vector_width // LANES
@@ -149,8 +154,7 @@ def generate(spec: ConvSpec):
     c_in, c_out, h, w = spec.in_channels, spec.out_channels, spec.height, spec.width
     s, p = spec.stride, spec.padding
     oh, ow, vw, tw = spec.out_height, spec.out_width, spec.vector_width, spec.tile_width
-    pitch, rows_p, tr = spec.pitch, spec.padded_rows, spec.tile_rows
-    plane = rows_p * pitch
+    pitch, rows_p, tr, plane = spec.pitch, spec.padded_rows, spec.tile_rows, spec.plane
     act = epilogue_fn(spec.epilogue)
     full_tiles, tail_rows = oh // tr, oh % tr
     row_tiles, col_tiles = spec.row_tiles, spec.column_tiles
@@ -192,14 +196,15 @@ def generate(spec: ConvSpec):
     def column_entries(xp, offsets, wts, cols, ranges, acc, n, o, g, r0, c0, rows, span):
         # Filter o's tap columns of one span in block g. Tap d of output row i reads workspace
         # row (r0 + i) * s + d from the column's top: LLVM loads a row shared by two taps once.
+        # An entry's offset includes its channel's plane (cols is not read).
         seg = g * SPANS + span
         for j in range(ranges[o, seg + 1] - ranges[o, seg]):
             for d in T.unroll(span + 1):
                 for i in T.unroll(rows):
                     for v in T.vectorized(tw):
                         acc[i, v] = acc[i, v] + wts[ranges[o, seg] + j, d] * xp[
-                            (n * c_in + cols[ranges[o, seg] + j]) * plane + offsets[ranges[o, seg] + j]
-                            + ((r0 + i) * s + d) * pitch + c0 + v]
+                            n * c_in * plane + offsets[ranges[o, seg] + j] + ((r0 + i) * s + d) * pitch
+                            + c0 + v]
 
     @T.macro
     def filter_block(xp, offsets, wts, cols, ranges, bias, R, Y, partial, n, o, f, g, r0, c0, rows):

@@ -96,13 +96,15 @@ def to_pattern_csr(weight: np.ndarray, tap_offset, taps: int, bias: np.ndarray |
 SPANS = 3
 
 
+@dataclasses.dataclass(frozen=True)
 class ColumnWeight(_Packed):
     """CSR over output filters of the kept tap columns of 3x3 kernels, by channel block and span.
 
     An entry is one column dx of a kept kernel (o, c) with its taps from row ``dy0`` down to
     ``dy0 + span`` (span 0-2; taps in between may be zero).
 
-    offsets : int32 [nnz] the address of the column's top tap (``tap_offset(dy0, dx)``)
+    offsets : int32 [nnz] the address of the column's top tap in the kernel's input workspace:
+        ``c * channel_stride + tap_offset(dy0, dx)`` (one load per entry instead of two)
     weights : float32 [nnz, 3] tap weights of rows dy0, dy0 + 1, dy0 + 2 (0 past the span)
     cols : int32 [nnz] input channel of each entry
     ranges : int32 [out_channels, channel_blocks * SPANS + 1] filter o's entries of channel block
@@ -110,16 +112,19 @@ class ColumnWeight(_Packed):
     bias : float32 [out_channels]
     """
 
+    channel_stride: int = 0
+
     def entry_taps(self, e: int, where: dict):
-        dy0, dx = where[int(self.offsets[e])]
+        dy0, dx = where[int(self.offsets[e]) - int(self.cols[e]) * self.channel_stride]
         return [(dy0 + d, dx, self.weights[e, d]) for d in range(3 - dy0)]
 
 
 def to_column_csr(weight: np.ndarray, tap_offset, bias: np.ndarray | None = None,
-                  channel_block: int | None = None) -> ColumnWeight:
+                  channel_block: int | None = None, channel_stride: int = 0) -> ColumnWeight:
     """Pack a [out, in, 3, 3] float32 weight as kept tap columns (ColumnWeight).
 
-    ``tap_offset(dy, dx)`` gives a tap's address for the kernel (ConvSpec.tap_offset);
+    ``tap_offset(dy, dx)`` gives a tap's address for the kernel (ConvSpec.tap_offset) and
+    ``channel_stride`` the distance between input channels (ConvSpec.plane);
     ``channel_block`` is how many input channels the kernel reads per block (None: all).
     Within a filter, entries go by channel block, then span, then channel, then column.
     """
@@ -140,7 +145,11 @@ def to_column_csr(weight: np.ndarray, tap_offset, bias: np.ndarray | None = None
     weights = weight[filt[:, None], chan[:, None], rows, col[:, None]]
     weights = np.where(np.arange(3) <= span[filt, chan, col][:, None], weights, 0).astype(np.float32)
     offset_of = np.array([[tap_offset(dy, dx) for dx in range(3)] for dy in range(3)], dtype=np.int64)
-    offsets = offset_of[dy0, col].astype(np.int32)
+    offsets = offset_of[dy0, col] + chan.astype(np.int64) * channel_stride
+    if len(offsets) and offsets.max() >= 2 ** 31:
+        raise ValueError(f"the input workspace ({weight.shape[1]} x {channel_stride} floats) is too large "
+                         "for int32 offsets")
+    offsets = offsets.astype(np.int32)
     counts = np.zeros((out_channels, blocks * SPANS), dtype=np.int64)
     np.add.at(counts, (filt, segment), 1)
     ends = np.cumsum(counts.reshape(-1)).reshape(out_channels, -1)
@@ -149,7 +158,7 @@ def to_column_csr(weight: np.ndarray, tap_offset, bias: np.ndarray | None = None
         offsets, weights, chan = np.zeros(1, np.int32), np.zeros((1, 3), np.float32), np.zeros(1, np.int64)
     return ColumnWeight(offsets, weights, chan.astype(np.int32), ranges,
                         np.zeros(out_channels, np.float32) if bias is None
-                        else np.asarray(bias, dtype=np.float32))
+                        else np.asarray(bias, dtype=np.float32), channel_stride)
 
 
 #: The packed arrays in the order the pattern conv kernels take them.
@@ -161,4 +170,4 @@ def pack(spec, weight: np.ndarray, bias: np.ndarray | None = None) -> PatternWei
     CUDA, per kept tap column on CPUs."""
     if spec.target_dict["kind"] == "cuda":
         return to_pattern_csr(weight, spec.tap_offset, spec.taps, bias)
-    return to_column_csr(weight, spec.tap_offset, bias, spec.channel_block)
+    return to_column_csr(weight, spec.tap_offset, bias, spec.channel_block, spec.plane)
