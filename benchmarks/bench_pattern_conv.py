@@ -50,9 +50,9 @@ def skewed_block(channels: int) -> nn.Module:
 def reorder_effect(repeats: int) -> None:
     """Two threads: the same sparsified block with and without ReorderFilters.
 
-    The kernel's parallel tasks are (row tile, part of the filters). With several row tiles a
-    thread's share holds every part, so it is balanced whatever the filter order; with one row
-    tile (14x14 maps and smaller) the threads split the filters, and their order decides.
+    The kernel's parallel tasks are (tile, part of the filters). With several tiles a thread's
+    share holds every part, so it is balanced whatever the filter order; with one tile (14x14
+    maps and smaller) the threads split the filters, and their order decides.
     """
     threads = min(2, len(os.sched_getaffinity(0)))
     torch.set_num_threads(threads)
@@ -61,7 +61,7 @@ def reorder_effect(repeats: int) -> None:
     for channels, size in ((128, 28), (256, 14)):
         spec = ConvSpec.make(in_channels=channels, out_channels=channels, height=size, width=size,
                              stride=1, padding=1, taps=4, target=canonical_target())
-        tasks = f"{-(-spec.out_height // spec.tile_rows)} row tiles x {spec.filter_parts} filter parts"
+        tasks = f"{spec.row_tiles * spec.column_tiles} tiles x {spec.filter_parts} filter parts"
         for name, model in (("pattern_prune as is", block(channels)), ("skewed filters", skewed_block(channels))):
             x = torch.randn(1, channels, size, size)
             plain = passes.sparsify_graph(fx.symbolic_trace(model), example_inputs=(x,))

@@ -185,8 +185,8 @@ def choose(
 
 
 #: A pattern conv's speed per kept tap relative to PyTorch's dense conv per tap (measured on
-#: Zen 5, one thread: 2.2-2.5x faster at density 0.22 for single convs, i.e. about 0.5).
-PATTERN_CONV_EFFICIENCY = 0.5
+#: Zen 5, one thread: 2.2-2.8x faster at density 0.22 for single convs, i.e. about 0.55).
+PATTERN_CONV_EFFICIENCY = 0.55
 
 
 def choose_conv(structure, conv: dict, target: dict):
