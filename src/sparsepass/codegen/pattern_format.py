@@ -40,13 +40,12 @@ class _Packed:
 
 
 class PatternWeight(_Packed):
-    """CSR over output filters of the kept 3x3 kernels, each filter's kernels split by channel block.
+    """CSR over output filters of the kept 3x3 kernels (the CUDA kernel's packing).
 
     offsets : int32 [nnz, taps] how each tap is addressed (the kernel's ``tap_offset(dy, dx)``)
     weights : float32 [nnz, taps] tap weights (0 for padding taps of shorter patterns)
     cols : int32 [nnz] input channel of each kept kernel (increasing within a filter)
-    ranges : int32 [out_channels, channel_blocks + 1] the kept kernels of filter o whose input
-        channel lies in block g are entries ``ranges[o, g]:ranges[o, g + 1]``
+    ranges : int32 [out_channels, 2] filter o's kept kernels are entries ``ranges[o, 0]:ranges[o, 1]``
     bias : float32 [out_channels]
     """
 
@@ -59,13 +58,16 @@ def max_taps(weight: np.ndarray) -> int:
     return max(1, int((weight.reshape(*weight.shape[:2], 9) != 0).sum(axis=2).max()))
 
 
-def to_pattern_csr(weight: np.ndarray, tap_offset, taps: int, bias: np.ndarray | None = None,
-                   channel_block: int | None = None) -> PatternWeight:
+def _ranges(counts: np.ndarray) -> np.ndarray:
+    """int32 [rows, segments + 1] CSR bounds from entry counts [rows, segments] stored row by row."""
+    ends = np.cumsum(counts.reshape(-1)).reshape(counts.shape)
+    return np.concatenate([ends[:, :1] - counts[:, :1], ends], axis=1).astype(np.int32)
+
+
+def to_pattern_csr(weight: np.ndarray, tap_offset, taps: int, bias: np.ndarray | None = None) -> PatternWeight:
     """Pack a [out, in, 3, 3] float32 weight with at most ``taps`` non-zeros per kernel.
 
-    ``tap_offset(dy, dx)`` gives each tap's address for the kernel (ConvSpec.tap_offset);
-    ``channel_block`` is how many input channels the kernel reads per block
-    (ConvSpec.channel_block; None: all in one block).
+    ``tap_offset(dy, dx)`` gives each tap's address for the kernel (ConvSpec.tap_offset).
     """
     weight = np.asarray(weight, dtype=np.float32)
     out_channels, in_channels = weight.shape[:2]
@@ -80,13 +82,7 @@ def to_pattern_csr(weight: np.ndarray, tap_offset, taps: int, bias: np.ndarray |
             raise ValueError(f"kernel ({o}, {c}) keeps {len(positions)} taps, more than {taps}")
         offsets[e, : len(positions)] = [tap_offset(int(t) // 3, int(t) % 3) for t in positions]
         weights[e, : len(positions)] = flat[o, c, positions]
-    block = channel_block or max(in_channels, 1)
-    blocks = -(-in_channels // block)
-    per_block = kept.reshape(out_channels, -1)
-    per_block = np.pad(per_block, ((0, 0), (0, blocks * block - in_channels)))
-    counts = per_block.reshape(out_channels, blocks, block).sum(axis=2)
-    ends = np.cumsum(counts.reshape(-1)).reshape(out_channels, blocks)
-    ranges = np.concatenate([ends[:, :1] - counts[:, :1], ends], axis=1).astype(np.int32)
+    ranges = _ranges(kept.sum(axis=1, keepdims=True))
     return PatternWeight(offsets, weights, chan.astype(np.int32) if len(chan) else np.zeros(1, np.int32),
                          ranges, np.zeros(out_channels, np.float32) if bias is None
                          else np.asarray(bias, dtype=np.float32))
@@ -152,8 +148,7 @@ def to_column_csr(weight: np.ndarray, tap_offset, bias: np.ndarray | None = None
     offsets = offsets.astype(np.int32)
     counts = np.zeros((out_channels, blocks * SPANS), dtype=np.int64)
     np.add.at(counts, (filt, segment), 1)
-    ends = np.cumsum(counts.reshape(-1)).reshape(out_channels, -1)
-    ranges = np.concatenate([ends[:, :1] - counts[:, :1], ends], axis=1).astype(np.int32)
+    ranges = _ranges(counts)
     if len(filt) == 0:  # buffers of length 0 are not allowed: one unused entry
         offsets, weights, chan = np.zeros(1, np.int32), np.zeros((1, 3), np.float32), np.zeros(1, np.int64)
     return ColumnWeight(offsets, weights, chan.astype(np.int32), ranges,
