@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_bert_layer.py
 	$(PY) benchmarks/bench_pattern_conv.py
 	$(PY) benchmarks/bench_structured.py
+	$(PY) benchmarks/bench_threads.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis

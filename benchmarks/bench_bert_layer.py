@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--density", type=float, default=0.1)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    runtime.set_num_threads(1)
+    runtime.set_tvm_pool_threads(1)  # the Relax build runs on TVM's pool
     torch.manual_seed(0)
     config = BertConfig()
     model = LayerOutput(BertLayer(config).eval()).eval()

@@ -18,7 +18,6 @@ import torch.nn as nn
 from onnx_runner import ort_runner
 
 from sparsepass import passes, prune
-from sparsepass.codegen import runtime
 from sparsepass.codegen.pattern_conv_cpu import ConvSpec
 from sparsepass.codegen.target import canonical_target
 from sparsepass.passes.fx.reorder_filters import reorder_filters
@@ -56,7 +55,6 @@ def reorder_effect(repeats: int) -> None:
     """
     threads = min(2, len(os.sched_getaffinity(0)))
     torch.set_num_threads(threads)
-    runtime.set_num_threads(threads)
     print(f"\nfilter reorder, {threads} threads:")
     for channels, size in ((128, 28), (256, 14)):
         spec = ConvSpec.make(in_channels=channels, out_channels=channels, height=size, width=size,
@@ -83,7 +81,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=50)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    runtime.set_num_threads(1)
     torch.manual_seed(0)
     print(f"{'block':>14} {'density':>7} {'torch ms':>9} {'ort ms':>8} {'sparse ms':>9} {'ideal ms':>8} "
           f"{'vs torch':>8} {'vs ort':>7} {'/ideal':>7}")

@@ -18,7 +18,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sparsepass import passes, prune
-from sparsepass.codegen import runtime
 from sparsepass.testing import assert_equivalent
 from sparsepass.testing.models import ResNet18, randomize_batchnorm, remove_half_block_filters
 from sparsepass.testing.timing import interleaved_median_ms
@@ -44,7 +43,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    runtime.set_num_threads(1)
 
     model = half_filters_removed()
     x = torch.randn(1, 3, 224, 224)

@@ -17,6 +17,7 @@ from sparsepass.codegen import (
     cache,
     dense_matmul_cpu,
     norm_cpu,
+    openmp_launcher,
     pattern_conv_cpu,
     pattern_conv_cuda,
 )
@@ -71,5 +72,7 @@ def get_kernel(spec) -> Callable:
         if spec not in _loaded:
             _, entry = _generator(spec)
             module = cache.load_or_build(spec, compile_spec)
+            if spec.target_dict["kind"] == "llvm":
+                openmp_launcher.attach(str(cache.library_path(spec)))
             _loaded[spec] = module[entry]
         return _loaded[spec]

@@ -62,7 +62,8 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Write ``path`` with ``write(temporary path)`` and an atomic rename: never half-written."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     os.close(fd)
     try:
@@ -88,17 +89,22 @@ def _load_entry(lib: Path, meta: Path, spec):
         return None
 
 
+def library_path(spec) -> Path:
+    """Where the cache keeps the compiled library of ``spec``."""
+    return cache_dir() / f"{cache_key(spec)}.so"
+
+
 def load_or_build(spec, build: Callable[..., "tvm.runtime.Executable"]):
-    """The runtime module for ``spec``: from the cache when valid, else built and stored."""
-    root = cache_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    key = cache_key(spec)
-    lib, meta = root / f"{key}.so", root / f"{key}.json"
+    """The runtime module for ``spec`` (loaded from `library_path`): from the cache when valid,
+    else built and stored."""
+    lib = library_path(spec)
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    meta = lib.with_suffix(".json")
     module = _load_entry(lib, meta, spec)
     if module is not None:
         return module
     executable = build(spec)
-    _atomic_write(lib, executable.export_library)
+    atomic_write(lib, executable.export_library)
     record = {"provenance": _provenance(spec), "sha256": _sha256(lib)}
-    _atomic_write(meta, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
+    atomic_write(meta, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
     return load_module(str(lib))
