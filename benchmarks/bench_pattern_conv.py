@@ -2,7 +2,8 @@
 
 At 64ch 56x56, 128ch 28x28 and 256ch 14x14, one thread: PyTorch dense, ONNX
 Runtime dense, sparsepass, and the ideal (best dense x density), in one run.
-Then the effect of ReorderFilters on two threads (balanced vs not).
+Then the effect of ReorderFilters on two threads (balanced vs not), and a whole
+ResNet-18 on one thread, with its max pool left to PyTorch and on sparsepass's kernel.
 
     python benchmarks/bench_pattern_conv.py [--repeats N]
 """
@@ -20,8 +21,10 @@ from onnx_runner import ort_runner
 from sparsepass import passes, prune
 from sparsepass.codegen.pattern_conv_cpu import ConvSpec
 from sparsepass.codegen.target import canonical_target
+from sparsepass.passes.fx.fold_bn import fold_batchnorm
 from sparsepass.passes.fx.reorder_filters import reorder_filters
 from sparsepass.testing import assert_equivalent
+from sparsepass.testing.models import ResNet18, randomize_batchnorm
 from sparsepass.testing.timing import interleaved_median_ms
 
 BLOCKS = ((64, 56), (128, 28), (256, 14))
@@ -75,6 +78,27 @@ def reorder_effect(repeats: int) -> None:
                   f"({plain_ms / reordered_ms:.2f}x)", flush=True)
 
 
+def resnet18_effect(repeats: int) -> None:
+    """One thread: ResNet-18 PCONV-pruned, BN folded; PyTorch dense, sparsified with its
+    (ReLU +) max pool left to PyTorch, and sparsified whole."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = randomize_batchnorm(ResNet18()).eval()
+    prune.pattern_prune(model, taps=4, patterns=8, connectivity=0.5)
+    x = torch.randn(1, 3, 224, 224)
+    graph = fold_batchnorm(fx.symbolic_trace(model))
+    pool_in_torch = passes.sparsify_graph(graph, example_inputs=(x,),
+                                          options=passes.SparsifyOptions(pooling=False))
+    whole = passes.sparsify_graph(graph, example_inputs=(x,))
+    for fast in (pool_in_torch, whole):
+        assert_equivalent(model, fast, [x])
+    dense, torch_pool, our_pool = interleaved_median_ms(
+        [lambda: model(x), lambda: pool_in_torch(x), lambda: whole(x)], max(2, repeats // 10), batch=10)
+    print(f"\nResNet-18, one thread: PyTorch dense {dense:.1f} ms; sparsified with PyTorch's max pool "
+          f"{torch_pool:.1f} ms ({dense / torch_pool:.2f}x), with sparsepass's {our_pool:.1f} ms "
+          f"({dense / our_pool:.2f}x)")
+
+
 @torch.no_grad()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -99,6 +123,7 @@ def main() -> None:
         print(f"{channels:>5}ch {size:>3}x{size:<3} {density:>7.3f} {dense:>9.3f} {ort:>8.3f} {sparse:>9.3f} "
               f"{ideal:>8.3f} {dense / sparse:>7.2f}x {ort / sparse:>6.2f}x {sparse / ideal:>6.2f}x", flush=True)
     reorder_effect(args.repeats)
+    resnet18_effect(args.repeats)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from sparsepass.codegen import (
     bsr_linear_cuda,
     cache,
     dense_matmul_cpu,
+    max_pool_cpu,
     norm_cpu,
     openmp_launcher,
     pattern_conv_cpu,
@@ -30,6 +31,7 @@ GENERATORS: dict[tuple[str, str], tuple[Callable, str]] = {
     ("bsr_linear", "cuda"): (bsr_linear_cuda.generate, bsr_linear_cuda.ENTRY),
     ("dense_matmul", "llvm"): (dense_matmul_cpu.generate, dense_matmul_cpu.ENTRY),
     ("row_norm", "llvm"): (norm_cpu.generate, norm_cpu.ENTRY),
+    ("max_pool", "llvm"): (max_pool_cpu.generate, max_pool_cpu.ENTRY),
     ("pattern_conv", "llvm"): (pattern_conv_cpu.generate, pattern_conv_cpu.ENTRY),
     ("pattern_conv", "cuda"): (pattern_conv_cuda.generate, pattern_conv_cuda.ENTRY),
 }

@@ -1,3 +1,3 @@
 """PyTorch custom ops that call sparsepass kernels (registered on import)."""
 
-from sparsepass.ops import conv_ops, torch_ops  # noqa: F401
+from sparsepass.ops import conv_ops, pool_ops, torch_ops  # noqa: F401

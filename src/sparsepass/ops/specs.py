@@ -12,6 +12,7 @@ import json
 
 import torch
 
+from sparsepass.codegen.max_pool_cpu import PoolSpec
 from sparsepass.codegen.pattern_conv_cpu import ConvSpec
 from sparsepass.codegen.spec import KernelSpec
 
@@ -24,6 +25,12 @@ def linear_spec(text: str) -> KernelSpec:
 @functools.lru_cache(maxsize=None)
 def conv_spec(text: str) -> ConvSpec:
     return ConvSpec(**json.loads(text))
+
+
+@functools.lru_cache(maxsize=None)
+def pool_spec(text: str) -> PoolSpec:
+    fields = json.loads(text)
+    return PoolSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
 
 @functools.lru_cache(maxsize=None)

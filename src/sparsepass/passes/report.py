@@ -35,6 +35,8 @@ class Report:
     layers: tuple[LayerReport, ...] = ()
     compacted: tuple = ()  #: (layer name, weight shape before, after) of channel compaction
     notes: tuple[str, ...] = ()  #: what a pass could not do, in words
+    #: Dense ops run on sparsepass kernels, or left to PyTorch with the reason (max pooling)
+    other_ops: tuple[LayerReport, ...] = ()
 
     def __iter__(self):
         return iter(self.layers)
@@ -74,6 +76,8 @@ class Report:
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows]
         lines.insert(1, "-" * min(120, len(lines[0])))
         lines.append(f"{self.rewritten} of {len(self.layers)} layers rewritten")
+        for op in self.other_ops:
+            lines.append(f"{op.op} {op.name}: {op.kernel if op.rewritten else 'PyTorch'} ({op.reason})")
         for name, before, after in self.compacted:
             lines.append(f"compacted {name}: {'x'.join(map(str, before))} -> {'x'.join(map(str, after))}")
         lines.extend(self.notes)

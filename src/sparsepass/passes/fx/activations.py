@@ -15,13 +15,13 @@ import torch.nn.functional as F
 aten = torch.ops.aten
 
 _FUNCTIONS = {
-    F.relu: "relu", torch.relu: "relu", aten.relu.default: "relu",
+    F.relu: "relu", torch.relu: "relu", aten.relu.default: "relu", aten.relu_.default: "relu",
     F.gelu: "gelu", aten.gelu.default: "gelu",
     F.silu: "silu", aten.silu.default: "silu",
     torch.tanh: "tanh", F.tanh: "tanh", aten.tanh.default: "tanh",
 }
 _MODULES = {nn.ReLU: "relu", nn.GELU: "gelu", nn.SiLU: "silu", nn.Tanh: "tanh"}
-_METHODS = {"relu": "relu", "tanh": "tanh"}
+_METHODS = {"relu": "relu", "relu_": "relu", "tanh": "tanh"}
 
 
 def _exact_gelu(node: fx.Node, gm: fx.GraphModule) -> bool:
@@ -31,7 +31,8 @@ def _exact_gelu(node: fx.Node, gm: fx.GraphModule) -> bool:
     return approximate == "none"
 
 
-def _activation_name(node: fx.Node, gm: fx.GraphModule) -> str | None:
+def activation_name(node: fx.Node, gm: fx.GraphModule) -> str | None:
+    """The epilogue name of the activation ``node`` computes, or None."""
     if node.op == "call_function":
         name = _FUNCTIONS.get(node.target)
     elif node.op == "call_method":
@@ -52,5 +53,5 @@ def fusable_activation(gm: fx.GraphModule, node: fx.Node) -> tuple[fx.Node, str]
     [user] = node.users
     if not user.args or user.args[0] is not node:
         return None
-    name = _activation_name(user, gm)
+    name = activation_name(user, gm)
     return (user, name) if name else None

@@ -30,6 +30,7 @@ from sparsepass.passes.analysis import Structure, detect
 from sparsepass.passes.fx.compact_channels import compact_channels
 from sparsepass.passes.fx.conv_match import fusable_tail, match_conv
 from sparsepass.passes.fx.match import LinearSite, match_linear
+from sparsepass.passes.fx.max_pool import match_max_pool, rewrite_max_pool
 from sparsepass.passes.fx.preflight import check_eval_mode, is_aten_graph, remove_identity_dropout
 from sparsepass.passes.fx.sparsify_conv import rewrite_conv
 from sparsepass.passes.fx.splice import chain, register_arrays, splice_call
@@ -49,12 +50,15 @@ class SparsifyOptions:
     fuse_activations : fold a ReLU/GELU/SiLU/tanh that alone consumes a rewritten
         layer into its kernel's epilogue
     compact : first remove dead channels physically (compact_channels; needs example inputs)
+    pooling : run 2-D max pooling (and a ReLU before it) on sparsepass's kernel on CPUs,
+        where PyTorch's NCHW max_pool2d is slow (passes.fx.max_pool)
     """
 
     tokens: int = DEFAULT_TOKENS
     cost: CostModel = DEFAULT_COST
     fuse_activations: bool = True
     compact: bool = True
+    pooling: bool = True
 
 
 def _tokens_per_site(gm: fx.GraphModule, example_inputs: Sequence[Any] | None) -> dict[str, int]:
@@ -211,7 +215,7 @@ def sparsify_graph(
     remove_identity_dropout(out)
     rewriter = _Rewriter(out, canonical_target(target), _tokens_per_site(out, example_inputs), options)
     # Match each node only when reached: an earlier rewrite may have replaced its inputs.
-    layers = []
+    layers, other_ops = [], []
     for node in list(out.graph.nodes):
         if node.graph is not out.graph:  # erased by an earlier fusion
             continue
@@ -222,10 +226,14 @@ def sparsify_graph(
         conv = match_conv(out, node)
         if conv is not None:
             layers.append(rewrite_conv(out, conv, rewriter.target, options.fuse_activations))
+            continue
+        pool = match_max_pool(out, node) if options.pooling else None
+        if pool is not None:
+            other_ops.extend(filter(None, [rewrite_max_pool(out, pool, rewriter.target)]))
     layers = tuple(layers)
     _erase_dead_weights(out)
     out.graph.lint()
     out.recompile()
-    out.sparsepass_report = Report(layers, compacted, notes)
+    out.sparsepass_report = Report(layers, compacted, notes, tuple(other_ops))
     log.info("sparsify_graph rewrote %d of %d linear layers", out.sparsepass_report.rewritten, len(layers))
     return out
