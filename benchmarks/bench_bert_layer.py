@@ -2,10 +2,10 @@
 
 PyTorch dense, ONNX Runtime dense, TVM's default build of the module (no
 schedules), sparsepass through torch.fx (`sparsify_graph`) and through Relax
-(`tvm.compile(..., relax_pipeline=pipeline())`), one thread. Ratios are
-measured side by side; medians of repeated runs.
+(`tvm.compile(..., relax_pipeline=pipeline())`), one thread by default. Ratios
+are measured side by side; medians of repeated runs.
 
-    python benchmarks/bench_bert_layer.py [--repeats N] [--density D]
+    python benchmarks/bench_bert_layer.py [--repeats N] [--density D] [--threads T]
 """
 
 from __future__ import annotations
@@ -53,9 +53,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--density", type=float, default=0.1)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    runtime.set_tvm_pool_threads(1)  # the Relax build runs on TVM's pool
+    torch.set_num_threads(args.threads)
+    runtime.set_tvm_pool_threads(args.threads)  # the Relax build runs on TVM's pool
     torch.manual_seed(0)
     config = BertConfig()
     model = LayerOutput(BertLayer(config).eval()).eval()
@@ -77,14 +78,17 @@ def main() -> None:
         error = float((out - expected).abs().max())
         assert error <= tolerance, f"{name} path differs from dense: {error} > {tolerance}"
 
-    # One thread, side by side call by call (the default build, at seconds a call, apart).
+    # One thread: side by side call by call (the default build, at seconds a call, apart). More
+    # threads: one system at a time, since the idle threads of the other pools would spin.
     names = ["PyTorch dense", "ONNX Runtime dense", "sparsepass torch.fx", "sparsepass Relax pipeline"]
-    times = interleaved_median_ms([lambda: model(x), ort_runner(model, x), lambda: fx(x), sparse_run],
-                                  args.repeats)
+    runs = [lambda: model(x), ort_runner(model, x, args.threads), lambda: fx(x), sparse_run]
+    times = interleaved_median_ms(runs, args.repeats) if args.threads == 1 else \
+        [median_ms(run, 25 * args.repeats) for run in runs]
     results = dict(zip(names, times))
     results["TVM default build (dense, unscheduled)"] = median_ms(default_run, 3)
     relax_ms = results["sparsepass Relax pipeline"]
-    print(f"BERT-base encoder layer, {TOKENS} tokens, 32x1 blocks at density {args.density}, one thread "
+    print(f"BERT-base encoder layer, {TOKENS} tokens, 32x1 blocks at density {args.density}, "
+          f"{args.threads} thread(s) "
           f"(Relax build {build_s:.1f} s; outputs equal within {tolerance:.1e})")
     print(f"{'path':42} {'ms':>9} {'Relax is':>10}")
     for name, ms in results.items():

@@ -75,3 +75,18 @@ def test_token_tiles_fill_sixteen_accumulators_without_padding_a_short_batch():
     # 4x4 blocks: 4 rows x 64 tokens = 16 accumulator vectors.
     blocks = choose(detect(pruned(768, 768, (4, 4), 0.1)), HOST, tokens=128).kernel
     assert blocks.layout == "tokens" and blocks.block == (4, 4) and blocks.tile == 64
+
+
+def test_cpu_pattern_convs_of_one_shape_share_a_kernel_whatever_their_taps():
+    from sparsepass.passes.conv_analysis import detect_conv
+    from sparsepass.passes.plan import choose_conv
+
+    conv = {"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1), "groups": 1, "batch": 1,
+            "height": 28, "width": 28}
+    rng = np.random.default_rng(0)
+    structures = [detect_conv((rng.standard_normal((64, 64, 3, 3)) * sps.pattern_mask(64, 64, taps, 8, 0.5, 1))
+                              .astype(np.float32)) for taps in (3, 4)]
+    cpu = {choose_conv(s, conv, HOST).kernel for s in structures}
+    cuda = {choose_conv(s, conv, canonical_target("cuda")).kernel for s in structures}
+    assert len(cpu) == 1 and None not in cpu
+    assert len(cuda) == 2 and {spec.taps for spec in cuda} == {3, 4}

@@ -53,6 +53,8 @@ TILE_WIDTH_VECTORS = 2
 BLOCK_BYTES = 768 * 1024
 #: Column entries by span (0, 1 or 2 rows from the top tap to the bottom tap of a column).
 SPANS = 3
+#: The ``taps`` of CPU specs (every tap of a 3x3 kernel).
+ALL_TAPS = 9
 #: Parallel tasks a conv should offer at least (for thread counts up to this), by splitting
 #: its filters into parts when it has fewer row tiles.
 MIN_TASKS = 8
@@ -68,6 +70,8 @@ class ConvSpec(SpecMixin):
     width: int
     stride: int
     padding: int
+    #: Taps per kept kernel the CUDA packing reserves. The CPU kernel reads any number, so
+    #: CPU specs carry ALL_TAPS: one compiled kernel per shape whatever the layer's patterns.
     taps: int
     target: str
     epilogue: str = "none"  # "none" or "relu"

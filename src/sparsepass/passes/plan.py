@@ -194,7 +194,7 @@ def choose_conv(structure, conv: dict, target: dict):
 
     ``conv`` holds the layer's stride, padding, dilation, groups and input height/width.
     """
-    from sparsepass.codegen.pattern_conv_cpu import ConvSpec
+    from sparsepass.codegen.pattern_conv_cpu import ALL_TAPS, ConvSpec
 
     if structure.dtype != "float32":
         return _dense(f"weight dtype is {structure.dtype}; sparse kernels are float32 only")
@@ -225,7 +225,8 @@ def choose_conv(structure, conv: dict, target: dict):
                       f"{dense_cost / sparse_cost:.2f}x faster than dense", dense_cost, sparse_cost)
     spec = ConvSpec.make(in_channels=structure.shape[1], out_channels=structure.shape[0],
                          height=conv["height"], width=conv["width"], stride=conv["stride"][0],
-                         padding=conv["padding"][0], taps=max(1, structure.max_taps), target=target)
+                         padding=conv["padding"][0], target=target,
+                         taps=max(1, structure.max_taps) if is_cuda(target) else ALL_TAPS)
     return Decision(spec, f"pattern conv, {len(structure.patterns)} patterns of <= {structure.max_taps} "
                           f"taps, {structure.kernels_kept} kernels", dense_cost, sparse_cost)
 
