@@ -3,7 +3,8 @@
 At 64ch 56x56, 128ch 28x28 and 256ch 14x14, one thread: PyTorch dense, ONNX
 Runtime dense, sparsepass, and the ideal (best dense x density), in one run.
 Then the effect of ReorderFilters on two threads (balanced vs not), and a whole
-ResNet-18 on one thread, with its max pool left to PyTorch and on sparsepass's kernel.
+ResNet-18 on one thread: sparsify_graph with its max pool left to PyTorch and on
+sparsepass's kernel, and the Relax build (``pipeline()``).
 
     python benchmarks/bench_pattern_conv.py [--repeats N]
 """
@@ -16,11 +17,13 @@ import os
 import torch
 import torch.fx as fx
 import torch.nn as nn
+import tvm
 from onnx_runner import ort_runner
 
-from sparsepass import passes, prune
+from sparsepass import frontends, passes, prune
 from sparsepass.codegen.pattern_conv_cpu import ConvSpec
-from sparsepass.codegen.target import canonical_target
+from sparsepass.codegen.target import canonical_target, tvm_target
+from sparsepass.passes import relax as sp
 from sparsepass.passes.fx.fold_bn import fold_batchnorm
 from sparsepass.passes.fx.reorder_filters import reorder_filters
 from sparsepass.testing import assert_equivalent
@@ -90,13 +93,17 @@ def resnet18_effect(repeats: int) -> None:
     pool_in_torch = passes.sparsify_graph(graph, example_inputs=(x,),
                                           options=passes.SparsifyOptions(pooling=False))
     whole = passes.sparsify_graph(graph, example_inputs=(x,))
-    for fast in (pool_in_torch, whole):
+    executable = tvm.compile(frontends.to_relax(model, (x,)), target=tvm_target(canonical_target()),
+                             relax_pipeline=sp.pipeline())
+    vm, arg = tvm.relax.VirtualMachine(executable, tvm.cpu()), tvm.runtime.tensor(x.numpy())
+    for fast in (pool_in_torch, whole, executable):
         assert_equivalent(model, fast, [x])
-    dense, torch_pool, our_pool = interleaved_median_ms(
-        [lambda: model(x), lambda: pool_in_torch(x), lambda: whole(x)], max(2, repeats // 10), batch=10)
-    print(f"\nResNet-18, one thread: PyTorch dense {dense:.1f} ms; sparsified with PyTorch's max pool "
+    dense, torch_pool, our_pool, relax_ms = interleaved_median_ms(
+        [lambda: model(x), lambda: pool_in_torch(x), lambda: whole(x), lambda: vm["main"](arg)],
+        max(2, repeats // 10), batch=10)
+    print(f"\nResNet-18, one thread: PyTorch dense {dense:.1f} ms; sparsify_graph with PyTorch's max pool "
           f"{torch_pool:.1f} ms ({dense / torch_pool:.2f}x), with sparsepass's {our_pool:.1f} ms "
-          f"({dense / our_pool:.2f}x)")
+          f"({dense / our_pool:.2f}x); Relax pipeline {relax_ms:.1f} ms ({dense / relax_ms:.2f}x)")
 
 
 @torch.no_grad()

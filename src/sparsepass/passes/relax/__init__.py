@@ -6,6 +6,7 @@ Each pass is a ``tvm.ir.transform.Pass`` usable inside ``tvm.transform.Sequentia
 
 from sparsepass.passes.relax.compact import CompactChannels
 from sparsepass.passes.relax.conv import FoldBatchNorm, SparsifyConv2d
+from sparsepass.passes.relax.dense_conv import DenseConv2d
 from sparsepass.passes.relax.dense_matmul import DenseMatmul
 from sparsepass.passes.relax.normalization import FastNormalizations
 from sparsepass.passes.relax.pipeline import pipeline, sparsepass_passes
@@ -13,5 +14,5 @@ from sparsepass.passes.relax.reorder import ReorderFilters
 from sparsepass.passes.relax.report import report
 from sparsepass.passes.relax.sparsify_linear import SparsifyLinear, SparsifyLinearOptions
 
-__all__ = ["CompactChannels", "DenseMatmul", "ReorderFilters", "FastNormalizations", "FoldBatchNorm", "SparsifyConv2d", "SparsifyLinear", "SparsifyLinearOptions", "pipeline", "report",
+__all__ = ["CompactChannels", "DenseConv2d", "DenseMatmul", "ReorderFilters", "FastNormalizations", "FoldBatchNorm", "SparsifyConv2d", "SparsifyLinear", "SparsifyLinearOptions", "pipeline", "report",
            "sparsepass_passes"]

@@ -4,8 +4,8 @@ Use as ``tvm.compile(mod, target, relax_pipeline=pipeline(target))``. Stages:
 
 1. sparsepass: FoldBatchNorm, CompactChannels (dead channels out), ReorderFilters
    (balanced filter order), SparsifyConv2d (PCONV 3x3 and sparse 1x1 convs),
-   SparsifyLinear (pruned constant-weight linears -> BSR kernels),
-   FoldConstant, DenseMatmul (remaining matmuls, dense weights included -> our
+   SparsifyLinear (pruned constant-weight linears -> BSR kernels), DenseConv2d
+   (the convs kept dense -> im2col and a matmul), FoldConstant, DenseMatmul (remaining matmuls, dense weights included -> our
    dense kernel), FastNormalizations (last-axis softmax / layer norm);
 2. TVM's CPU library dispatch, then legalization with fast GELU/SiLU/tanh,
    op-pattern annotation, constant folding and operator fusion;
@@ -27,6 +27,7 @@ from tvm.s_tir import dlight
 from sparsepass.codegen.target import canonical_target, tvm_target
 from sparsepass.passes.relax.compact import CompactChannels
 from sparsepass.passes.relax.conv import FoldBatchNorm, SparsifyConv2d
+from sparsepass.passes.relax.dense_conv import DenseConv2d
 from sparsepass.passes.relax.dense_matmul import DenseMatmul
 from sparsepass.passes.relax.legalize import LEGALIZE_MAP
 from sparsepass.passes.relax.normalization import FastNormalizations
@@ -39,7 +40,8 @@ def sparsepass_passes(target=None, options: SparsifyLinearOptions = SparsifyLine
     """The sparsepass rewrites, for users composing their own Sequential: pruned linears to
     BSR kernels, then every remaining matmul (dense weights folded to constants) to ours."""
     return [FoldBatchNorm(), CompactChannels(), ReorderFilters(), SparsifyConv2d(target),
-            SparsifyLinear(target, options), relax.transform.FoldConstant(), DenseMatmul(target),
+            SparsifyLinear(target, options), DenseConv2d(target), relax.transform.FoldConstant(),
+            DenseMatmul(target),
             FastNormalizations(target)]
 
 
