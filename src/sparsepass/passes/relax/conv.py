@@ -49,7 +49,9 @@ def _conv_attrs(call) -> dict:
             "data_layout": str(a.data_layout), "kernel_layout": str(a.kernel_layout)}
 
 
-def _rewrite_functions(mod: ir.IRModule, pattern, rewriter) -> relax.BlockBuilder:
+def rewrite_functions(mod: ir.IRModule, pattern, rewriter) -> relax.BlockBuilder:
+    """Apply ``rewrite_call(pattern, rewriter)`` to every Relax function of ``mod``; the builder
+    (also set as ``rewriter.bb``, for rewriters that add PrimFuncs) holds the result."""
     bb = relax.BlockBuilder(mod)
     rewriter.bb = bb
     for gvar, func in mod.functions_items():
@@ -90,7 +92,7 @@ def FoldBatchNorm():  # noqa: N802
 
     def transform(mod, _ctx):
         folder = _FoldBN()
-        return _rewrite_functions(mod, folder.pattern, folder).get()
+        return rewrite_functions(mod, folder.pattern, folder).get()
 
     return ir.transform.module_pass(transform, opt_level=1, name="sparsepass.FoldBatchNorm")
 
@@ -189,7 +191,7 @@ def SparsifyConv2d(target=None):  # noqa: N802
 
     def transform(mod, _ctx):
         rewriter = _SparsifyConv(canonical_target(target))
-        bb = _rewrite_functions(mod, rewriter.pattern, rewriter)
+        bb = rewrite_functions(mod, rewriter.pattern, rewriter)
         return append_report(bb.get(), list(rewriter.layers.values()))
 
     return ir.transform.module_pass(transform, opt_level=1, name="sparsepass.SparsifyConv2d")

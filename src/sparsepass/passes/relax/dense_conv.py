@@ -19,10 +19,10 @@ SparsifyConv2d and before DenseMatmul; CPU targets only.
 from __future__ import annotations
 
 from tvm import ir, relax
-from tvm.relax.dpl import is_op, rewrite_call, wildcard
+from tvm.relax.dpl import is_op, wildcard
 
 from sparsepass.codegen.target import canonical_target, is_cuda
-from sparsepass.passes.relax.conv import _conv_attrs
+from sparsepass.passes.relax.conv import _conv_attrs, rewrite_functions
 from sparsepass.passes.relax.dense_matmul import _static
 
 
@@ -73,11 +73,7 @@ def dense_conv_module(mod: ir.IRModule, target) -> ir.IRModule:
         new = _rewrite(orig, matches[x_pat], matches[w_pat])
         return orig if new is None else new
 
-    bb = relax.BlockBuilder(mod)
-    for gvar, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            bb.update_func(gvar, rewrite_call(pattern, rewrite, func))
-    return bb.get()
+    return rewrite_functions(mod, pattern, rewrite).get()
 
 
 def DenseConv2d(target=None):  # noqa: N802
