@@ -21,6 +21,7 @@ import tvm
 from onnx_runner import ort_runner
 
 from sparsepass import frontends, passes, prune
+from sparsepass.codegen import runtime
 from sparsepass.codegen.pattern_conv_cpu import ConvSpec
 from sparsepass.codegen.target import canonical_target, tvm_target
 from sparsepass.passes import relax as sp
@@ -83,8 +84,9 @@ def reorder_effect(repeats: int) -> None:
 
 def resnet18_effect(repeats: int) -> None:
     """One thread: ResNet-18 PCONV-pruned, BN folded; PyTorch dense, sparsified with its
-    (ReLU +) max pool left to PyTorch, and sparsified whole."""
+    (ReLU +) max pool left to PyTorch, sparsified whole, and the Relax build."""
     torch.set_num_threads(1)
+    runtime.set_tvm_pool_threads(1)  # the Relax build runs on TVM's pool
     torch.manual_seed(0)
     model = randomize_batchnorm(ResNet18()).eval()
     prune.pattern_prune(model, taps=4, patterns=8, connectivity=0.5)
