@@ -96,3 +96,13 @@ def test_a_launcher_that_does_not_compile_leaves_tvm_pool_with_the_reason(tmp_pa
     assert run.returncode == 0, run.stderr
     assert "did not compile" in run.stdout
     assert "use TVM's thread pool" in run.stderr
+
+
+def test_an_unwritable_cache_leaves_tvm_pool_with_the_reason(tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the cache directory should be\n")
+    script = "from sparsepass.codegen import openmp_launcher; print(openmp_launcher.unavailable_reason())"
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env={**os.environ, "SPARSEPASS_CACHE_DIR": str(blocker / "cache")}, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "not-a-directory" in run.stdout

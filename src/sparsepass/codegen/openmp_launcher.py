@@ -94,7 +94,7 @@ def _launcher() -> tuple[int, ctypes.CDLL] | str:
     try:
         openmp = _loaded_openmp_runtime()
         lib = ctypes.CDLL(str(_build_launcher()))
-    except _Unavailable as err:
+    except (_Unavailable, OSError) as err:  # OSError: an unwritable cache, a library that won't load
         log.warning("sparsepass kernels use TVM's thread pool: %s", err)
         return str(err)
 
