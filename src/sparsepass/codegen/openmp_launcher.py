@@ -14,7 +14,7 @@ it exports (``__TVMBackendParallelLaunch``), which TVM's loader fills with its
 pool's launcher. ``attach`` points it at ``openmp_launcher.c``, compiled once
 (into the kernel cache) with the compiler TVM links kernels with, which forks the
 loop on the OpenMP runtime PyTorch loaded. Where that is not possible (no
-compiler, an OpenMP runtime without GNU entry points, or
+compiler, an unwritable cache, an OpenMP runtime without GNU entry points, or
 ``SPARSEPASS_THREAD_POOL=tvm``), kernels keep TVM's pool and
 ``unavailable_reason()`` says why.
 """
@@ -61,7 +61,10 @@ def _loaded_openmp_runtime() -> ctypes.CDLL:
         raise _Unavailable(f"cannot list the loaded libraries ({err})") from None
     for path in sorted(paths):
         if any(os.path.basename(path).startswith(name) for name in _OPENMP_NAMES):
-            lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+            try:
+                lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+            except OSError:  # mapped but not loaded as a library
+                continue
             if all(hasattr(lib, name) for name in ("GOMP_parallel", "omp_get_thread_num",
                                                    "omp_get_num_threads")):
                 return lib
