@@ -48,7 +48,8 @@ def main() -> None:
             manifest.append({
                 "name": name, "kernel": kernel, "params": params, "out_features": out_features,
                 "in_features": in_features, "block": list(block), "parts": spec.parts,
-                "threads_y": bsr_linear_cuda.THREADS_Y, "rows_per_thread": bsr_linear_cuda.ROWS,
+                "tile": bsr_linear_cuda.geometry(spec).tile,
+                "threads": list(bsr_linear_cuda.launch_dims(spec, rows=1)[1]),
             })
     (OUT / "manifest.json").write_text(json.dumps(manifest, indent=1))
     print(f"packed {len(manifest)} kernels into {OUT}")

@@ -67,9 +67,8 @@ def launcher(entry: dict, weight: np.ndarray, tokens: int):
             args.append(np.int64(tokens))
         else:  # elem_offset*: our arrays start at their first element
             args.append(np.int64(0))
-    tile = entry["threads_y"] * entry["rows_per_thread"]
-    grid = (-(-entry["out_features"] // entry["block"][0]), -(-tokens // tile), 1)
-    block = (entry["block"][0], entry["threads_y"], 1)
+    grid = (-(-entry["out_features"] // entry["block"][0]), -(-tokens // entry["tile"]), 1)
+    block = tuple(entry["threads"])
     return (lambda: function(grid, block, tuple(args))), x, y
 
 

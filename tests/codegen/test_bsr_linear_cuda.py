@@ -17,32 +17,56 @@ from sparsepass.codegen.spec import KernelSpec
 from sparsepass.codegen.target import canonical_target, tvm_target
 from sparsepass.testing import assert_linear_close
 from sparsepass.testing import strategies as sps
+from sparsepass.testing.tolerance import linear_error_bound
 
 CUDA = canonical_target("cuda")
-GPU_BLOCKS = st.sampled_from([(16, 1), (32, 1), (16, 16), (32, 32), (32, 4), (64, 2)])
+#: GPU shapes, plus one whose height is no multiple of 4 (one output per thread, 126 threads).
+GPU_BLOCKS = st.sampled_from([(16, 1), (32, 1), (16, 16), (32, 32), (32, 4), (64, 2), (18, 3)])
+ACTIVATIONS = {"none": lambda y: y, "relu": F.relu, "gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh}
 needs_nvcc = pytest.mark.skipif(not nvcc_available(), reason="nvcc is not installed on this machine")
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(),
                                reason="no NVIDIA GPU here: CUDA kernels are compiled on every run, executed "
                                       "only where a GPU is present (see benchmarks/gpu/)")
 
 
-def spec_for(n, k, block, epilogue="none"):
+def spec_for(n, k, block, epilogue="none", residual=False):
     return KernelSpec.make(out_features=n, in_features=k, block=block, layout="rows", tile=1,
-                           epilogue=epilogue, target=CUDA)
+                           epilogue=epilogue, residual=residual, target=CUDA)
 
 
-@given(sps.pruned_weights(max_side=90, blocks=GPU_BLOCKS), st.integers(1, 70), st.booleans())
-def test_emulated_kernel_equals_dense(case, rows, with_bias):
-    weight, block, _ = case
-    spec = spec_for(weight.shape[0], weight.shape[1], block)
+def run_emulated(weight, bias, x, block, epilogue="none", residual=None):
+    spec = spec_for(weight.shape[0], weight.shape[1], block, epilogue, residual is not None)
     func = bsr_linear_cuda.generate_emulated(spec).with_attr("global_symbol", "emulated")
     kernel = tvm.compile(tvm.IRModule({"emulated": func}), target=tvm_target(canonical_target())).mod["emulated"]
-    bias = torch.randn(weight.shape[0]) if with_bias else None
     packed = to_bsr(weight.numpy(), block, spec.parts, None if bias is None else bias.numpy())
-    x, y = torch.randn(rows, weight.shape[1]), torch.empty(rows, weight.shape[0])
+    y = torch.empty(x.shape[0], weight.shape[0])
     kernel(x, *[torch.from_numpy(getattr(packed, f)) for f in ("data", "indices", "indptr", "parts", "bias")],
-           torch.zeros(1), y)
-    assert_linear_close(y, F.linear(x, weight, bias), x, weight, bias)
+           torch.zeros(1) if residual is None else residual, y)
+    return y
+
+
+# Rows up to 150 span several row tiles for every block height (64 rows for R=32, 128 for R=16).
+@given(sps.pruned_weights(max_side=90, blocks=GPU_BLOCKS), st.integers(1, 150), st.booleans())
+def test_emulated_kernel_equals_dense(case, rows, with_bias):
+    weight, block, _ = case
+    bias = torch.randn(weight.shape[0]) if with_bias else None
+    x = torch.randn(rows, weight.shape[1])
+    assert_linear_close(run_emulated(weight, bias, x, block), F.linear(x, weight, bias), x, weight, bias)
+
+
+@given(sps.pruned_weights(max_side=70, blocks=GPU_BLOCKS), st.integers(1, 80),
+       st.sampled_from(["none", "relu", "gelu", "silu", "tanh"]))
+def test_emulated_kernel_adds_the_residual_then_applies_the_epilogue(case, rows, epilogue):
+    weight, block, _ = case
+    x, bias, residual = torch.randn(rows, weight.shape[1]), torch.randn(weight.shape[0]), torch.randn(
+        rows, weight.shape[0])
+    y = run_emulated(weight, bias, x, block, epilogue, residual)
+    pre = F.linear(x, weight, bias) + residual
+    expected = ACTIVATIONS[epilogue](pre)
+    # The activations are 1-Lipschitz (GELU/SiLU slopes stay below 1.13) and add a few ulps of their own.
+    bound = 1.13 * (linear_error_bound(x, weight) + torch.finfo(torch.float32).eps
+                    * (pre.abs() + residual.abs() + 1)) + 8 * torch.finfo(torch.float32).eps * (expected.abs() + 1)
+    assert ((y - expected).abs() <= bound).all()
 
 
 @needs_nvcc
@@ -58,9 +82,18 @@ def test_cuda_source_compiles_with_nvcc(arch, block, epilogue):
 
 
 def test_launch_dims_cover_the_output():
-    grid, block = bsr_linear_cuda.launch_dims(spec_for(100, 64, (32, 1)), rows=70)
-    tile = bsr_linear_cuda.THREADS_Y * bsr_linear_cuda.ROWS
-    assert grid[0] * 32 >= 100 and grid[1] * tile >= 70 and block == (32, bsr_linear_cuda.THREADS_Y, 1)
+    spec = spec_for(100, 64, (32, 1))
+    grid, block = bsr_linear_cuda.launch_dims(spec, rows=70)
+    geo = bsr_linear_cuda.geometry(spec)
+    assert grid[0] * 32 >= 100 and grid[1] * geo.tile >= 70
+    assert block == (geo.threads_x, geo.threads_y, 1) and geo.threads_x * geo.cols == 32
+
+
+def test_blocks_too_large_for_shared_memory_are_refused_with_the_reason():
+    with pytest.raises(ValueError, match="shared memory"):
+        bsr_linear_cuda.geometry(spec_for(4096, 4096, (64, 128)))
+    with pytest.raises(ValueError, match="cannot stage"):
+        bsr_linear_cuda.geometry(spec_for(4096, 4096, (65, 72)))
 
 
 def pruned_mlp():
