@@ -104,6 +104,16 @@ def trace(
         raise SparsifyError(
             where,
             f"capture failed. torch.fx.symbolic_trace: {symbolic_error}; torch.export: {export_error}. "
-            f"Fix: mark the module a leaf (leaf_modules=[{where.split(' (')[0]!r}]), pass concrete_args for "
+            f"Fix: {_cache_hint(model, export_error)}mark the module a leaf "
+            f"(leaf_modules=[{where.split(' (')[0]!r}]), pass concrete_args for "
             "Python control flow on inputs, or make the module export-friendly.",
         ) from err
+
+
+def _cache_hint(model: torch.nn.Module, export_error: str) -> str:
+    """The fix for a Hugging Face model whose KV cache (an unregistered pytree) is an output."""
+    config = getattr(model, "config", None)
+    if getattr(config, "use_cache", False) and "Cache" in export_error:
+        return ("set model.config.use_cache = False (the model returns its KV cache, which "
+                "torch.export cannot flatten), or ")
+    return ""

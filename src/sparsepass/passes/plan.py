@@ -166,7 +166,8 @@ def choose(
     if sparse_cost * cost.min_speedup > dense_cost:
         return _dense(
             f"density {structure.density:.2f}: best sparse kernel ({fit.rows}x{fit.cols} "
-            f"{layout}) estimated only {dense_cost / sparse_cost:.2f}x faster than dense",
+            f"{layout}) estimated {dense_cost / sparse_cost:.2f}x the speed of dense at {tokens} "
+            f"tokens; a rewrite needs {cost.min_speedup:.2f}x",
             dense_cost,
             sparse_cost,
         )
@@ -221,8 +222,9 @@ def choose_conv(structure, conv: dict, target: dict):
     dense_cost = float(structure.size)
     sparse_cost = structure.kernels_kept * structure.max_taps / PATTERN_CONV_EFFICIENCY
     if sparse_cost * DEFAULT_COST.min_speedup > dense_cost:
-        return _dense(f"density {structure.density:.2f}: pattern conv estimated only "
-                      f"{dense_cost / sparse_cost:.2f}x faster than dense", dense_cost, sparse_cost)
+        return _dense(f"density {structure.density:.2f}: pattern conv estimated "
+                      f"{dense_cost / sparse_cost:.2f}x the speed of dense; a rewrite needs "
+                      f"{DEFAULT_COST.min_speedup:.2f}x", dense_cost, sparse_cost)
     spec = ConvSpec.make(in_channels=structure.shape[1], out_channels=structure.shape[0],
                          height=conv["height"], width=conv["width"], stride=conv["stride"][0],
                          padding=conv["padding"][0], target=target,

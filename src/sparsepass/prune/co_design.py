@@ -17,6 +17,7 @@ import torch.nn as nn
 from sparsepass.codegen.target import canonical_target, target_key
 from sparsepass.passes.analysis import detect
 from sparsepass.passes.plan import choose
+from sparsepass.prune.layers import prunable_weight
 from sparsepass.prune.structures import Blocks, Structure
 
 #: Block shapes the co-design loop chooses among for linear layers.
@@ -49,7 +50,8 @@ def structure_choices(layers: dict[str, nn.Module], density: float, target=None,
         if isinstance(layer, nn.Conv2d) and layer.kernel_size == (3, 3):
             choices[name] = Blocks(1, 9)
         else:
-            shape = (layer.weight.shape[0], int(np.prod(layer.weight.shape[1:])))
+            weight = prunable_weight(layer)
+            shape = (weight.shape[0], int(np.prod(weight.shape[1:])))
             choices[name] = _best_block(shape, density, key, tokens)[0]
     return choices
 

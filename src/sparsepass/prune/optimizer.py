@@ -25,6 +25,7 @@ from typing import Iterable
 import torch
 import torch.nn as nn
 
+from sparsepass.prune.layers import prunable_weight
 from sparsepass.prune.structures import NM, Structure, expand, group_norms, project
 
 
@@ -64,7 +65,8 @@ class SparseOptimizer(torch.optim.Optimizer):
     Parameters
     ----------
     base : any torch.optim optimizer over the model's parameters
-    model : the model; its Linear and Conv2d layers (or those named in ``layers``) are pruned
+    model : the model; its Linear, Conv2d and Hugging Face Conv1D layers (or those named in
+        ``layers``) are pruned, linear weights as [out, in]
     structure : a prune.structures value (Blocks(32, 1), Unstructured(), Filters(), NM(2, 4)),
         or "auto" to let the planner pick each layer's block shape (see structure_choices)
     density : target fraction of groups kept
@@ -82,7 +84,7 @@ class SparseOptimizer(torch.optim.Optimizer):
         self.reweighted = reweighted
         wanted = set(layers) if layers is not None else None
         self.layers = {name: m for name, m in model.named_modules()
-                       if isinstance(m, (nn.Linear, nn.Conv2d)) and (wanted is None or name in wanted)}
+                       if prunable_weight(m) is not None and (wanted is None or name in wanted)}
         if structure == "auto":
             from sparsepass.prune.co_design import structure_choices
 
@@ -106,7 +108,7 @@ class SparseOptimizer(torch.optim.Optimizer):
             structure = self.structures[name]
             if isinstance(structure, NM):
                 continue  # N:M is a projection, applied by finalize
-            w = layer.weight
+            w = prunable_weight(layer)
             norms = group_norms(w, structure)
             a = torch.ones_like(norms)
             if self.reweighted:
@@ -118,7 +120,8 @@ class SparseOptimizer(torch.optim.Optimizer):
     @torch.no_grad()
     def _apply_masks(self) -> None:
         for name, layer in self.layers.items():
-            layer.weight.mul_(self.masks[name].to(layer.weight.dtype))
+            weight = prunable_weight(layer)
+            weight.mul_(self.masks[name].to(weight.dtype))
 
     def step(self, closure=None):
         loss = self.base.step(closure)
@@ -139,7 +142,7 @@ class SparseOptimizer(torch.optim.Optimizer):
         for name, layer in self.layers.items():
             structure = self.structures[name]
             density = None if isinstance(structure, NM) else self.density
-            self.masks[name] = project(layer.weight, structure, density)
+            self.masks[name] = project(prunable_weight(layer), structure, density)
         self._apply_masks()
         return dict(self.masks)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from sparsepass.prune.layers import linear_weight
+
 
 def _keep_count(groups: int, density: float) -> int:
     if not 0.0 <= density <= 1.0:
@@ -42,9 +44,7 @@ def prune_blocks(weight: torch.Tensor, block: tuple[int, int], density: float) -
 
 def prune_linears(model: nn.Module, block: tuple[int, int], density: float,
                   skip: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
-    """Block-prune every nn.Linear of ``model`` (except names in ``skip``); return the masks."""
-    return {
-        name: prune_blocks(module.weight, block, density)
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and name not in skip
-    }
+    """Block-prune every linear layer of ``model`` (nn.Linear, and Hugging Face's Conv1D as its
+    [out, in] transpose), except names in ``skip``; return the masks, [out, in]."""
+    weights = {name: linear_weight(module) for name, module in model.named_modules() if name not in skip}
+    return {name: prune_blocks(weight, block, density) for name, weight in weights.items() if weight is not None}

@@ -55,7 +55,20 @@ class MatmulStored(nn.Module):
         return torch.matmul(x, self.w_in_out)
 
 
-FORMS = [ModuleCall, FunctionalCall, MatmulTransposed, MatmulStored]
+class AddmmStored(FunctionalCall):
+    """``torch.addmm(b, x, W)`` with W stored as [in, out], as Hugging Face's Conv1D (GPT-2) does."""
+
+    def __init__(self, linear):
+        super().__init__(linear)
+        self.w_in_out = nn.Parameter(linear.weight.detach().t().contiguous())
+        self.bias = nn.Parameter(torch.zeros(linear.out_features) if self.bias is None else self.bias)
+
+    def forward(self, x):
+        y = torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.w_in_out)
+        return y.reshape(x.shape[:-1] + (self.w_in_out.shape[1],))
+
+
+FORMS = [ModuleCall, FunctionalCall, MatmulTransposed, MatmulStored, AddmmStored]
 
 
 @given(sps.pruned_linears(max_side=72), st.sampled_from(FORMS), sps.leading_dims())
@@ -65,10 +78,27 @@ def test_sparsified_equals_dense(linear, form, lead):
     x = torch.randn(*lead, linear.in_features)
     fast = passes.sparsify_graph(gm, options=ALWAYS)
     expected = model(x)
-    bias = None if form is MatmulStored else linear.bias
+    bias = None if form is MatmulStored else model.bias if form is AddmmStored else linear.bias
     assert_linear_close(fast(x), expected, x, linear.weight, bias)
     has_zeros = bool((linear.weight == 0).any())
     assert fast.sparsepass_report.rewritten == int(has_zeros)
+
+
+class AddmmScaled(AddmmStored):
+    def forward(self, x):
+        return torch.addmm(self.bias, x, self.w_in_out, beta=0.5)
+
+
+def test_scaled_addmm_stays_dense_with_the_reason():
+    linear = nn.Linear(64, 64)
+    with torch.no_grad():
+        linear.weight[:, ::2] = 0
+    model = AddmmScaled(linear).eval()
+    fast = passes.sparsify_graph(fx.symbolic_trace(model), options=ALWAYS)
+    (layer,) = list(fast.sparsepass_report)
+    assert not layer.rewritten and "beta=0.5" in layer.reason
+    x = torch.randn(5, 64)
+    torch.testing.assert_close(fast(x), model(x), rtol=0, atol=0)
 
 
 def test_shared_weight_is_packed_once():

@@ -160,16 +160,30 @@ def _matmul(gm: fx.GraphModule, node: fx.Node) -> LinearSite | None:
     return LinearSite("matmul", node, rhs.target, x, weight.t(), rhs.target)
 
 
+_ADDMMS = (torch.addmm, aten.addmm.default)
+
+
 def _addmm(gm: fx.GraphModule, node: fx.Node) -> LinearSite | None:
-    """aten ``addmm(b, x, W.t())``, what some exporters emit for nn.Linear."""
-    if node.op != "call_function" or node.target is not aten.addmm.default or len(node.args) != 3:
+    """``addmm(b, x, W.t())`` (exporters' nn.Linear) or ``addmm(b, x, W)`` with W [K, N]
+    (Hugging Face's Conv1D: GPT-2's projections)."""
+    if node.op != "call_function" or node.target not in _ADDMMS or len(node.args) != 3:
         return None
     bias_node, x, rhs = node.args
+    scales = {key: node.kwargs[key] for key in ("beta", "alpha") if node.kwargs.get(key, 1) != 1}
+    if scales:
+        return LinearSite("addmm", node, node.name, x,
+                          why_dense="addmm scales its terms (" + ", ".join(f"{k}={v}" for k, v in scales.items())
+                          + "); only beta=alpha=1 is rewritten")
     transposed = _transposed_constant(gm, rhs)
-    if transposed is None:
+    if transposed is not None:
+        weight, path = transposed
+    elif (plain := _constant(gm, rhs)) is not None and plain.dim() == 2:
+        weight, path = plain.t(), rhs.target
+    else:
         return LinearSite("addmm", node, node.name, x, why_dense="weight is not a constant attribute")
-    weight, path = transposed
     bias = _constant(gm, bias_node)
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        bias = None  # a constant [M, N] or [1, N] term: added after the kernel, broadcasting as addmm does
     dynamic_bias = bias_node if bias is None else None
     return LinearSite("addmm", node, path.removesuffix(".weight"), x, weight, path, bias, dynamic_bias)
 
@@ -178,7 +192,8 @@ RULES: tuple[Rule, ...] = (
     Rule("nn.Linear", "call_module Linear(x) => bsr_linear(x, W.bsr, b)", _linear_module),
     Rule("F.linear", "linear(x, W, b) => bsr_linear(x, W.bsr, b)", _linear_function),
     Rule("matmul", "x @ W => bsr_linear(x, W.T.bsr); x @ W.t() => bsr_linear(x, W.bsr)", _matmul),
-    Rule("addmm", "addmm(b, x, W.t()) => bsr_linear(x, W.bsr, b)", _addmm),
+    Rule("addmm", "addmm(b, x, W.t()) => bsr_linear(x, W.bsr, b); addmm(b, x, W) => bsr_linear(x, W.T.bsr, b)",
+         _addmm),
 )
 
 
