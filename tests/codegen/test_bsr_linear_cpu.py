@@ -14,7 +14,8 @@ from sparsepass.ops.torch_ops import bsr_linear
 from sparsepass.testing import assert_linear_close, linear_error_bound
 from sparsepass.testing import strategies as sps
 
-ACTIVATIONS = {"none": lambda y: y, "relu": F.relu, "gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh}
+ACTIVATIONS = {"none": lambda y: y, "relu": F.relu, "gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh,
+               "gelu_tanh": lambda y: F.gelu(y, approximate="tanh")}
 
 
 def run_kernel(weight, bias, x, block, layout, tile, epilogue="none", residual=None):

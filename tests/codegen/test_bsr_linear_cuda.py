@@ -24,7 +24,8 @@ from sparsepass.testing.tolerance import linear_error_bound
 CUDA = canonical_target("cuda")
 #: GPU shapes, plus one whose height is no multiple of 4 (one output per thread, 126 threads).
 GPU_BLOCKS = st.sampled_from([(16, 1), (32, 1), (16, 16), (32, 32), (32, 4), (64, 2), (18, 3)])
-ACTIVATIONS = {"none": lambda y: y, "relu": F.relu, "gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh}
+ACTIVATIONS = {"none": lambda y: y, "relu": F.relu, "gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh,
+               "gelu_tanh": lambda y: F.gelu(y, approximate="tanh")}
 needs_nvcc = pytest.mark.skipif(not nvcc_available(), reason="nvcc is not installed on this machine")
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(),
                                reason="no NVIDIA GPU here: CUDA kernels are compiled on every run, executed "
@@ -57,7 +58,7 @@ def test_emulated_kernel_equals_dense(case, rows, with_bias):
 
 
 @given(sps.pruned_weights(max_side=70, blocks=GPU_BLOCKS), st.integers(1, 80),
-       st.sampled_from(["none", "relu", "gelu", "silu", "tanh"]))
+       st.sampled_from(["none", "relu", "gelu", "gelu_tanh", "silu", "tanh"]))
 def test_emulated_kernel_adds_the_residual_then_applies_the_epilogue(case, rows, epilogue):
     weight, block, _ = case
     x, bias, residual = torch.randn(rows, weight.shape[1]), torch.randn(weight.shape[0]), torch.randn(

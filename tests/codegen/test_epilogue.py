@@ -8,7 +8,8 @@ from sparsepass.codegen.epilogue import ERROR_BOUNDS, epilogue_fn
 from sparsepass.codegen.target import canonical_target, tvm_target
 from sparsepass.codegen.tvm_api import T, tvm
 
-EXACT = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh}
+EXACT = {"relu": F.relu, "gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "silu": F.silu,
+         "tanh": torch.tanh}
 
 
 def elementwise(fn):

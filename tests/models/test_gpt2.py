@@ -26,6 +26,12 @@ def test_pruned_gpt2_equals_dense():
     report = fast.sparsepass_report
     assert report.rewritten == len(masks)
     assert {layer.name for layer in report if layer.rewritten} == set(masks)
+    # Conv1D flattens x for its addmm; the kernel takes x as it is, so what follows the view back fuses:
+    # the written-out tanh-GELU after c_fc, the residual adds after both c_proj.
+    kernels = {layer.name: layer.kernel for layer in report}
+    assert all(kernels[f"h.{i}.mlp.c_fc"].endswith("+gelu_tanh") for i in range(config.n_layer))
+    assert all("+residual" in kernels[f"h.{i}.{part}.c_proj"] for i in range(config.n_layer)
+               for part in ("attn", "mlp"))
     expected = model(ids).last_hidden_state
     actual = fast(ids)
     actual = actual.last_hidden_state if hasattr(actual, "last_hidden_state") else actual[0]

@@ -105,6 +105,11 @@ def _gelu(v):
     return v * _f(0.5) * (_f(1.0) + fast_erf(v * _f(1 / math.sqrt(2))))
 
 
+def _gelu_tanh(v):
+    """PyTorch's ``gelu(approximate="tanh")``: 0.5 v (1 + tanh(sqrt(2/pi) (v + 0.044715 v^3)))."""
+    return v * _f(0.5) * (_f(1.0) + fast_tanh(_f(math.sqrt(2 / math.pi)) * (v + _f(0.044715) * v * v * v)))
+
+
 def _silu(v):
     return v * fast_sigmoid(v)
 
@@ -115,11 +120,13 @@ ERROR_BOUNDS = {
     "none": (0.0, 0.0),
     "relu": (0.0, 0.0),
     "gelu": (0.0, 4.0e-7),  # 0.5|x| (erf error 4e-7) + a few ulps of x
+    "gelu_tanh": (0.0, 4.0e-7),  # 0.5|x| (tanh error 1.8e-7) + a few ulps of x
     "silu": (0.0, 2.5e-7),  # |x| (sigmoid error 6e-8) + a few ulps of x
     "tanh": (1.8e-7, 0.0),
 }
 
-_EPILOGUES = {"none": _none, "relu": _relu, "gelu": _gelu, "silu": _silu, "tanh": fast_tanh}
+_EPILOGUES = {"none": _none, "relu": _relu, "gelu": _gelu, "gelu_tanh": _gelu_tanh, "silu": _silu,
+              "tanh": fast_tanh}
 
 
 def epilogue_fn(name: str):

@@ -101,6 +101,28 @@ def test_scaled_addmm_stays_dense_with_the_reason():
     torch.testing.assert_close(fast(x), model(x), rtol=0, atol=0)
 
 
+class AddmmThenResidualRelu(AddmmStored):
+    def forward(self, x):
+        return torch.relu(super().forward(x) + x)
+
+
+def test_flattened_addmm_takes_x_as_is_and_fuses_what_follows_the_view_back():
+    linear = nn.Linear(64, 64)
+    with torch.no_grad():
+        linear.weight.mul_(torch.from_numpy(sps.block_mask(64, 64, (16, 1), 0.25, 3)))
+    model = AddmmThenResidualRelu(linear).eval()
+    x = torch.randn(2, 5, 64)
+    fast = passes.sparsify_graph(fx.symbolic_trace(model), example_inputs=(x,), options=ALWAYS)
+    (layer,) = list(fast.sparsepass_report)
+    assert layer.kernel.endswith("+residual +relu")
+    calls = [n for n in fast.graph.nodes if n.op in ("call_function", "call_method")]
+    assert [n.target for n in calls] == [torch.ops.sparsepass.bsr_linear.default]  # no views left
+    expected = model(x)
+    pre = F.linear(x, linear.weight, model.bias) + x
+    bound = linear_error_bound(x, linear.weight) + torch.finfo(torch.float32).eps * (pre.abs() + x.abs() + 1)
+    assert ((fast(x) - expected).abs() <= bound).all()
+
+
 def test_shared_weight_is_packed_once():
     class Shared(nn.Module):
         def __init__(self):

@@ -27,6 +27,12 @@ def pruned(n, k, block=(16, 1), density=0.2, seed=0, bias=True):
     return linear
 
 
+def activate(y, act):
+    if act == "gelu_tanh":
+        return F.gelu(y, approximate="tanh")
+    return {"none": y, "relu": F.relu(y), "gelu": F.gelu(y), "tanh": torch.tanh(y)}[act]
+
+
 class Chain(nn.Module):
     def __init__(self, widths, blocks, densities, biases, acts, residual):
         super().__init__()
@@ -38,12 +44,12 @@ class Chain(nn.Module):
     def forward(self, x):
         for layer, act in zip(self.layers, self.acts):
             y = layer(x)
-            y = {"none": y, "relu": F.relu(y), "gelu": F.gelu(y), "tanh": torch.tanh(y)}[act]
+            y = activate(y, act)
             x = y + x if self.residual and y.shape == x.shape else y
         return x
 
 
-LIPSCHITZ = {"none": 1.0, "relu": 1.0, "gelu": 1.13, "tanh": 1.0}
+LIPSCHITZ = {"none": 1.0, "relu": 1.0, "gelu": 1.13, "gelu_tanh": 1.13, "tanh": 1.0}
 
 
 def chain_error_bound(model: Chain, x: torch.Tensor) -> torch.Tensor:
@@ -61,7 +67,7 @@ def chain_error_bound(model: Chain, x: torch.Tensor) -> torch.Tensor:
         own = 2 * gamma(layer.in_features + 1) * (x.abs().double() @ w.T) + eps * pre.abs().double()
         a, b = ERROR_BOUNDS[act]
         new_error = LIPSCHITZ[act] * (error @ w.T + own) + a + b * pre.abs().double()
-        y = {"none": pre, "relu": F.relu(pre), "gelu": F.gelu(pre), "tanh": torch.tanh(pre)}[act]
+        y = activate(pre, act)
         if model.residual and y.shape == x.shape:
             new_error = new_error + error + eps * (y + x).abs().double()
             y = y + x
@@ -76,7 +82,7 @@ def chains(draw):
     blocks = draw(st.lists(sps.block_shapes(), min_size=depth, max_size=depth))
     densities = draw(st.lists(st.floats(0.05, 0.9), min_size=depth, max_size=depth))
     biases = draw(st.lists(st.booleans(), min_size=depth, max_size=depth))
-    acts = draw(st.lists(st.sampled_from(["none", "relu", "gelu", "tanh"]), min_size=depth, max_size=depth))
+    acts = draw(st.lists(st.sampled_from(["none", "relu", "gelu", "gelu_tanh", "tanh"]), min_size=depth, max_size=depth))
     residual = draw(st.booleans())
     return Chain(widths, blocks, densities, biases, acts, residual).eval()
 
@@ -96,7 +102,8 @@ def test_random_chains_through_sequential_equal_pytorch(model, lead, host):
         relax.transform.FuseTIR(),
     ])
     mod = seq(mod)
-    assert sp.report(mod).rewritten == len(model.layers)
+    # A block as large as the weight at a high density can keep every weight: that layer has no zeros.
+    assert sp.report(mod).rewritten == sum(bool((layer.weight == 0).any()) for layer in model.layers)
     actual = run_vm(tvm.compile(mod, target=host), x)
     assert ((actual - model(x)).abs() <= chain_error_bound(model, x)).all()
 

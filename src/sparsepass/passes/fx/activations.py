@@ -2,7 +2,7 @@
 
 ``fusable_activation(gm, node)`` returns the single activation node that
 consumes ``node`` and its epilogue name, or None when there is none or it
-cannot be fused (other users of ``node``, an approximate GELU, ...).
+cannot be fused (other users of ``node``, an unknown GELU approximation, ...).
 """
 
 from __future__ import annotations
@@ -24,11 +24,13 @@ _MODULES = {nn.ReLU: "relu", nn.GELU: "gelu", nn.SiLU: "silu", nn.Tanh: "tanh"}
 _METHODS = {"relu": "relu", "relu_": "relu", "tanh": "tanh"}
 
 
-def _exact_gelu(node: fx.Node, gm: fx.GraphModule) -> bool:
+def _gelu_variant(node: fx.Node, gm: fx.GraphModule) -> str | None:
+    """"gelu" (exact, erf) or "gelu_tanh" (PyTorch's tanh approximation), else None."""
     if node.op == "call_module":
-        return gm.get_submodule(node.target).approximate == "none"
-    approximate = node.kwargs.get("approximate", node.args[1] if len(node.args) > 1 else "none")
-    return approximate == "none"
+        approximate = gm.get_submodule(node.target).approximate
+    else:
+        approximate = node.kwargs.get("approximate", node.args[1] if len(node.args) > 1 else "none")
+    return {"none": "gelu", "tanh": "gelu_tanh"}.get(approximate)
 
 
 def activation_name(node: fx.Node, gm: fx.GraphModule) -> str | None:
@@ -41,9 +43,7 @@ def activation_name(node: fx.Node, gm: fx.GraphModule) -> str | None:
         name = _MODULES.get(type(gm.get_submodule(node.target)))
     else:
         name = None
-    if name == "gelu" and not _exact_gelu(node, gm):
-        return None
-    return name
+    return _gelu_variant(node, gm) if name == "gelu" else name
 
 
 def fusable_activation(gm: fx.GraphModule, node: fx.Node) -> tuple[fx.Node, str] | None:

@@ -16,7 +16,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 
 from sparsepass.passes.fx.activations import fusable_activation
-from sparsepass.passes.fx.match import _constant
+from sparsepass.passes.fx.match import _constant, node_shape
 
 aten = torch.ops.aten
 
@@ -91,13 +91,6 @@ def match_conv(gm: fx.GraphModule, node: fx.Node) -> ConvSite | None:
 _ADDS = (operator.add, torch.add, aten.add.Tensor)
 
 
-def _shape(node) -> tuple | None:
-    meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
-    value = node.meta.get("val") if isinstance(node, fx.Node) else None
-    source = meta if meta is not None else value
-    return tuple(source.shape) if source is not None and hasattr(source, "shape") else None
-
-
 def fusable_tail(gm: fx.GraphModule, node: fx.Node, allow_residual: bool,
                  activations: tuple[str, ...] = ("relu",)):
     """(last node fused, residual node or None, epilogue) for what follows ``node``: an activation
@@ -111,8 +104,8 @@ def fusable_tail(gm: fx.GraphModule, node: fx.Node, allow_residual: bool,
     if add.op != "call_function" or add.target not in _ADDS or len(add.args) != 2 or add.kwargs:
         return node, None, "none"
     other = add.args[1] if add.args[0] is node else add.args[0]
-    if not isinstance(other, fx.Node) or other is node or _shape(other) is None \
-            or _shape(other) != _shape(node):
+    if not isinstance(other, fx.Node) or other is node or node_shape(other) is None \
+            or node_shape(other) != node_shape(node):
         return node, None, "none"
     if _reaches(other, node):
         return node, None, "none"  # the residual depends on this node: cannot be its input

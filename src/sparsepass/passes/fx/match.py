@@ -29,6 +29,9 @@ class LinearSite:
     bias : a constant bias, or None
     bias_node : a bias computed in the graph (added after the kernel), or None
     why_dense : set when the site cannot be rewritten, saying why
+    out : the node whose value the kernel computes, when not ``node`` itself: the view back
+        to [..., N] of an addmm on a flattened x (then ``x`` is the unflattened input and
+        ``x_view`` the flattening)
     """
 
     rule: str
@@ -40,6 +43,8 @@ class LinearSite:
     bias: torch.Tensor | None = None
     bias_node: fx.Node | None = None
     why_dense: str | None = None
+    out: fx.Node | None = None
+    x_view: fx.Node | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +52,40 @@ class Rule:
     name: str
     summary: str
     match: Callable[[fx.GraphModule, fx.Node], LinearSite | None]
+
+
+def node_shape(node) -> tuple | None:
+    """The shape recorded on ``node`` by ShapeProp or torch.export, else None."""
+    meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
+    value = node.meta.get("val") if isinstance(node, fx.Node) else None
+    source = meta if meta is not None else value
+    return tuple(source.shape) if source is not None and hasattr(source, "shape") else None
+
+
+_VIEWS = (torch.reshape, aten.view.default, aten.reshape.default, aten._unsafe_view.default)
+
+
+def _is_view(node) -> bool:
+    if not isinstance(node, fx.Node):
+        return False
+    return (node.op == "call_function" and node.target in _VIEWS) or (
+        node.op == "call_method" and node.target in ("view", "reshape"))
+
+
+def _unflattened(site: LinearSite) -> LinearSite:
+    """``view(addmm(b, view(x, [-1, K]), W), [..., N])`` (Hugging Face's Conv1D) is a linear on x:
+    the site then reads x and produces the outer view, so what follows it can be fused."""
+    node, x = site.node, site.x
+    if site.weight is None or not _is_view(x) or len(node.users) != 1:
+        return site
+    [after] = node.users
+    inner, outer = node_shape(x.args[0]), node_shape(after)
+    if not _is_view(after) or inner is None or outer is None:
+        return site
+    n, k = site.weight.shape
+    if len(inner) < 2 or inner[-1] != k or outer != inner[:-1] + (n,):
+        return site
+    return dataclasses.replace(site, x=x.args[0], out=after, x_view=x)
 
 
 def _attr(gm: fx.GraphModule, path: str):
@@ -185,7 +224,8 @@ def _addmm(gm: fx.GraphModule, node: fx.Node) -> LinearSite | None:
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         bias = None  # a constant [M, N] or [1, N] term: added after the kernel, broadcasting as addmm does
     dynamic_bias = bias_node if bias is None else None
-    return LinearSite("addmm", node, path.removesuffix(".weight"), x, weight, path, bias, dynamic_bias)
+    site = LinearSite("addmm", node, path.removesuffix(".weight"), x, weight, path, bias, dynamic_bias)
+    return _unflattened(site) if dynamic_bias is None else site
 
 
 RULES: tuple[Rule, ...] = (

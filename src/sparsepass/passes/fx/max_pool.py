@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from sparsepass.codegen.max_pool_cpu import PoolSpec
 from sparsepass.ops import pool_ops  # noqa: F401  (registers the op)
 from sparsepass.passes.fx.activations import activation_name
-from sparsepass.passes.fx.conv_match import _pair, _shape
+from sparsepass.passes.fx.conv_match import _pair
+from sparsepass.passes.fx.match import node_shape
 from sparsepass.passes.fx.splice import chain, splice_call
 from sparsepass.passes.report import LayerReport
 
@@ -78,7 +79,7 @@ def _dtype(node) -> torch.dtype | None:
 
 
 def _why_not(site: PoolSite) -> str | None:
-    shape = _shape(site.x)
+    shape = node_shape(site.x)
     if site.return_indices:
         return "returns indices: stays in PyTorch"
     if site.dilation != (1, 1):
@@ -106,7 +107,7 @@ def rewrite_max_pool(gm: fx.GraphModule, site: PoolSite, target: dict) -> LayerR
     if isinstance(x, fx.Node) and activation_name(x, gm) == "relu" and len(x.users) == 1 \
             and isinstance(x.args[0], fx.Node) and len(x.args[0].users) == 1:
         first, x, epilogue = x, x.args[0], "relu"
-    height, width = _shape(site.x)[2:]
+    height, width = node_shape(site.x)[2:]
     spec = PoolSpec.make(height=height, width=width, kernel=site.kernel, stride=site.stride,
                          padding=site.padding, ceil_mode=site.ceil_mode, epilogue=epilogue,
                          target=target)

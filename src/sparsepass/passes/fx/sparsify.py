@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import logging
 import math
+import operator
 from typing import Any, Sequence
 
 import torch
@@ -29,6 +30,7 @@ from sparsepass.ops import torch_ops  # noqa: F401  (registers torch.ops.sparsep
 from sparsepass.passes.analysis import Structure, detect
 from sparsepass.passes.fx.compact_channels import compact_channels
 from sparsepass.passes.fx.conv_match import fusable_tail, match_conv
+from sparsepass.passes.fx.gelu_tanh import recognise_tanh_gelu
 from sparsepass.passes.fx.match import LinearSite, match_linear
 from sparsepass.passes.fx.max_pool import match_max_pool, rewrite_max_pool
 from sparsepass.passes.fx.preflight import check_eval_mode, is_aten_graph, remove_identity_dropout
@@ -104,9 +106,10 @@ class _Rewriter:
 
     def tail(self, site: LinearSite) -> tuple[fx.Node, fx.Node | None, str]:
         """(last node fused, residual, epilogue) folded into the kernel; only after a constant bias."""
+        produced = site.out or site.node
         if not self.options.fuse_activations or site.bias_node is not None:
-            return site.node, None, "none"
-        return fusable_tail(self.gm, site.node, allow_residual=True, activations=EPILOGUES[1:])
+            return produced, None, "none"
+        return fusable_tail(self.gm, produced, allow_residual=True, activations=EPILOGUES[1:])
 
     def pack(self, site: LinearSite, decision: Decision) -> list[str]:
         spec = decision.kernel
@@ -143,10 +146,29 @@ class _Rewriter:
         new = splice_call(self.gm, torch.ops.sparsepass.bsr_linear.default, node, last,
                           (site.x, residual, decision.kernel.to_json(), site.name), self.pack(site, decision),
                           report, erase)
+        if site.x_view is not None and not site.x_view.users:  # the flattening the kernel does not need
+            self.gm.graph.erase_node(site.x_view)
         if site.bias_node is not None:  # a bias computed in the graph is added after the kernel
             with self.gm.graph.inserting_after(new):
                 added = self.gm.graph.call_function(torch.add, (new, site.bias_node))
             new.replace_all_uses_with(added, delete_user_cb=lambda user: user is not added)
+
+
+#: Pure functions of shapes (x.shape[-1], x.size()[:-1] + (n,)) that a removed view may leave unused.
+_SHAPE_FUNCTIONS = (getattr, operator.getitem, operator.add, operator.mul, operator.sub, operator.floordiv,
+                    torch.ops.aten.sym_size.int)
+
+
+def _erase_dead_shape_arithmetic(gm: fx.GraphModule) -> None:
+    changed = True
+    while changed:
+        changed = False
+        for node in reversed(gm.graph.nodes):
+            shape_math = (node.op == "call_function" and node.target in _SHAPE_FUNCTIONS) or (
+                node.op == "call_method" and node.target in ("size", "dim"))
+            if shape_math and not node.users:
+                gm.graph.erase_node(node)
+                changed = True
 
 
 def _erase_dead_weights(gm: fx.GraphModule) -> None:
@@ -213,6 +235,10 @@ def sparsify_graph(
         notes = ("channel compaction skipped: it works on module-level graphs (this one is aten-level)",)
     out = copy.deepcopy(gm)
     remove_identity_dropout(out)
+    gelus = recognise_tanh_gelu(out)
+    if gelus:
+        notes = tuple(notes) + (f"{gelus} tanh-GELU formula(s) (0.5x(1+tanh(...))) recognised as "
+                                "gelu(approximate='tanh')",)
     rewriter = _Rewriter(out, canonical_target(target), _tokens_per_site(out, example_inputs), options)
     # Match each node only when reached: an earlier rewrite may have replaced its inputs.
     layers, other_ops = [], []
@@ -231,6 +257,7 @@ def sparsify_graph(
         if pool is not None:
             other_ops.extend(filter(None, [rewrite_max_pool(out, pool, rewriter.target)]))
     layers = tuple(layers)
+    _erase_dead_shape_arithmetic(out)
     _erase_dead_weights(out)
     out.graph.lint()
     out.recompile()

@@ -22,14 +22,15 @@ from sparsepass.codegen.pattern_format import FIELDS as PACKED_FIELDS
 from sparsepass.codegen.pattern_format import pack
 from sparsepass.ops import conv_ops  # noqa: F401  (registers the conv ops)
 from sparsepass.passes.conv_analysis import detect_conv
-from sparsepass.passes.fx.conv_match import ConvSite, _shape, fusable_tail
+from sparsepass.passes.fx.conv_match import ConvSite, fusable_tail
+from sparsepass.passes.fx.match import node_shape
 from sparsepass.passes.fx.splice import chain, register_arrays, splice_call
 from sparsepass.passes.plan import Decision, choose_conv
 from sparsepass.passes.report import LayerReport
 
 
 def _conv_params(site: ConvSite) -> dict:
-    shape = _shape(site.x)
+    shape = node_shape(site.x)
     known = shape is not None and len(shape) == 4
     batch, height, width = (shape[0], shape[2], shape[3]) if known else (1, None, None)
     return {"stride": site.stride, "padding": site.padding, "dilation": site.dilation,

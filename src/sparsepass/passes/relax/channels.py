@@ -20,7 +20,7 @@ import dataclasses
 import numpy as np
 from tvm import ir, relax
 
-_ZERO_PRESERVING = ("relax.nn.relu", "relax.nn.gelu", "relax.nn.silu", "relax.tanh")
+_ZERO_PRESERVING = ("relax.nn.relu", "relax.nn.gelu", "relax.nn.gelu_tanh", "relax.nn.silu", "relax.tanh")
 
 
 @dataclasses.dataclass

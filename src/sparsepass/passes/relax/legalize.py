@@ -28,6 +28,7 @@ def _elementwise(name: str):
 
 LEGALIZE_MAP = {
     "relax.nn.gelu": _elementwise("gelu"),
+    "relax.nn.gelu_tanh": _elementwise("gelu_tanh"),
     "relax.nn.silu": _elementwise("silu"),
     "relax.tanh": _elementwise("tanh"),
 }

@@ -4,7 +4,7 @@ Matches what Relax front ends emit for a linear layer, as one dpl pattern:
 
     matmul(x, permute_dims(W))  |  matmul(x, W)          (W constant)
     [add(., b) | add(b, .)]                                (b constant)
-    [reshape(., shape)]  [add(., r)]  [relu | gelu | silu | tanh]   (folded into the kernel)
+    [reshape(., shape)]  [add(., r)]  [relu | gelu | gelu_tanh | silu | tanh]   (folded into the kernel)
 
 and rewrites it to ``R.call_tir(sparsepass_bsr_..., [x2d, data, indices,
 indptr, parts, bias])`` where the BSR arrays are constants and the PrimFunc
@@ -29,7 +29,8 @@ from sparsepass.passes.plan import DEFAULT_COST, DEFAULT_TOKENS, CostModel, Deci
 from sparsepass.passes.relax.report import append_report
 from sparsepass.passes.report import LayerReport
 
-ACTIVATIONS = {"relax.nn.relu": "relu", "relax.nn.gelu": "gelu", "relax.nn.silu": "silu", "relax.tanh": "tanh"}
+ACTIVATIONS = {"relax.nn.relu": "relu", "relax.nn.gelu": "gelu", "relax.nn.gelu_tanh": "gelu_tanh",
+               "relax.nn.silu": "silu", "relax.tanh": "tanh"}
 
 
 @dataclasses.dataclass(frozen=True)
