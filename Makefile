@@ -24,6 +24,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_linear.py
 	$(PY) benchmarks/bench_bert_layer.py
+	$(PY) benchmarks/bench_gpt2_block.py
 	$(PY) benchmarks/bench_pattern_conv.py
 	$(PY) benchmarks/bench_structured.py
 	$(PY) benchmarks/bench_threads.py
