@@ -148,3 +148,12 @@ def test_gpu_runner_can_bind_every_kernel_parameter():
     required = {"X", "Y", "data", "indices", "indptr", "bias"}
     assert required <= arrays <= required | {"R"}  # R (the residual) only when the spec has one
     assert all(p.endswith("_ptr") or p == "M" or p.startswith("elem_offset") for p in params)
+
+
+@pytest.mark.parametrize("block", [(32, 32), (16, 16), (32, 1), (64, 2), (18, 3)])
+def test_launch_dims_match_the_thread_block_tvm_generated(block):
+    """run_cupy.py launches with launch_dims; TVM's source declares its thread block's size."""
+    spec = spec_for(768, 3072, block)
+    bounds = re.search(r"__launch_bounds__\((\d+)\)", cuda_source(spec))
+    _, threads = bsr_linear_cuda.launch_dims(spec, rows=4096)
+    assert bounds is not None and int(bounds.group(1)) == threads[0] * threads[1] * threads[2]
