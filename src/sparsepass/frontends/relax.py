@@ -29,9 +29,25 @@ def to_relax(model: torch.nn.Module, example_inputs: Sequence[Any]):
         raise SparsifyError(f"<root> ({name})", f"torch.export failed: {type(err).__name__}: {first}. "
                             "Fix the Python control flow on tensor values it names, or export "
                             "a submodule.") from err
+    _integer_cumsums_count_in_int64(program)
     try:
         return from_exported_program(program, keep_params_as_input=False)
     except Exception as err:
         first = str(err).splitlines()[0] if str(err) else ""
         raise SparsifyError(f"<root> ({name})", f"TVM's torch importer failed: {type(err).__name__}: "
                             f"{first}") from err
+
+
+def _integer_cumsums_count_in_int64(program) -> None:
+    """Make PyTorch's implicit int64 result of a bool/integer ``cumsum`` explicit, in place.
+
+    TVM 0.27's importer keeps the input dtype when ``dtype`` is not given: a bool cumsum (the
+    attention masks transformers builds for GPT-2 and LLaMA) became a bool tensor that OR-ed
+    instead of counting, with bool propagated to what follows, and did not compile."""
+    for node in program.graph_module.graph.nodes:
+        if node.op != "call_function" or node.target is not torch.ops.aten.cumsum.default:
+            continue
+        value = node.args[0].meta.get("val") if isinstance(node.args[0], torch.fx.Node) else None
+        integral = value is not None and not value.dtype.is_floating_point and not value.dtype.is_complex
+        if integral and node.kwargs.get("dtype") is None:
+            node.kwargs = {**node.kwargs, "dtype": torch.int64}

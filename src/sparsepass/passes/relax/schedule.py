@@ -18,6 +18,13 @@ from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 VECTOR_LANES = 16
 
 
+def _touches_bool(sch, block_rv) -> bool:
+    """Whether a block reads or writes a bool tensor: TVM 0.27's vectoriser stores bool lanes as
+    int8 vectors, which its BufferStore then rejects (a causal mask, e.g. LLaMA's, hit it)."""
+    block = sch.get(block_rv)
+    return any(str(getattr(region.source, "dtype", "")) == "bool" for region in [*block.reads, *block.writes])
+
+
 class Injective(CPUScheduleRule):
     """Every block spatial-only: fuse each block's loops, parallel outside, vector inside."""
 
@@ -34,7 +41,8 @@ class Injective(CPUScheduleRule):
                 continue
             fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
             extent = get_extent(sch, fused)
-            if isinstance(extent, int) and extent % VECTOR_LANES == 0 and extent > VECTOR_LANES:
+            if isinstance(extent, int) and extent % VECTOR_LANES == 0 and extent > VECTOR_LANES \
+                    and not _touches_bool(sch, info.block_rv):
                 outer, inner = sch.split(fused, factors=[None, VECTOR_LANES])
                 sch.parallel(outer)
                 sch.vectorize(inner)
