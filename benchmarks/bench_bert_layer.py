@@ -10,11 +10,11 @@ are measured side by side; medians of repeated runs.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 import tvm
+from layer_bench_args import parse_layer_bench_args
 from onnx_runner import ort_runner
 from transformers import BertConfig
 from transformers.models.bert.modeling_bert import BertLayer
@@ -50,14 +50,8 @@ def relax_runner(executable, x):
 
 @torch.no_grad()
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--density", type=float, default=0.1)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_layer_bench_args(__doc__)
     runtime.set_tvm_pool_threads(args.threads)  # the Relax build runs on TVM's pool
-    torch.manual_seed(0)
     config = BertConfig()
     model = LayerOutput(BertLayer(config).eval()).eval()
     prune.prune_linears(model, (32, 1), args.density)

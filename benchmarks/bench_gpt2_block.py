@@ -10,9 +10,8 @@ medians of interleaved calls.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
+from layer_bench_args import parse_layer_bench_args
 from transformers import GPT2Config, GPT2Model
 
 from sparsepass import frontends, passes, prune
@@ -24,13 +23,7 @@ TOKENS = 128
 
 @torch.no_grad()
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--density", type=float, default=0.1)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    args = parse_layer_bench_args(__doc__)
     config = GPT2Config(n_layer=1, vocab_size=1000, bos_token_id=0, eos_token_id=0, use_cache=False)
     model = GPT2Model(config).eval()
     prune.prune_linears(model, (32, 1), args.density)

@@ -18,6 +18,8 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
+from sparsepass.passes.fx.preflight import is_aten_graph
+
 aten = torch.ops.aten
 
 _MULS = (operator.mul, torch.mul, aten.mul.Tensor)
@@ -88,8 +90,7 @@ def _match(tanh: fx.Node) -> tuple[fx.Node, list[fx.Node]] | None:
 
 def recognise_tanh_gelu(gm: fx.GraphModule) -> int:
     """Replace each written-out tanh-GELU in ``gm`` (in place) by one GELU call; return how many."""
-    aten_level = any(n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload)
-                     for n in gm.graph.nodes)
+    aten_level = is_aten_graph(gm)
     found = 0
     for node in list(gm.graph.nodes):
         if node.graph is not gm.graph:

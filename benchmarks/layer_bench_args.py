@@ -1,0 +1,19 @@
+"""The command line the whole-layer benchmarks share: repeats, density, threads (set here)."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+
+def parse_layer_bench_args(doc: str) -> argparse.Namespace:
+    """Parse --repeats/--density/--threads, set PyTorch's threads and seed 0."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--density", type=float, default=0.1)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    return args
