@@ -186,3 +186,32 @@ def test_residual_and_relu_fuse_in_relax(host):
     from sparsepass.testing import assert_equivalent
 
     assert_equivalent(model, tvm.compile(after, target=host), [x])
+
+
+class ReusedOutput(nn.Module):
+    """A linear whose output is used again after the add (as in GPT-2's written-out GELU)."""
+
+    def __init__(self, form):
+        super().__init__()
+        self.linear, self.form = pruned(64, 64, (16, 1), 0.2), form
+
+    def forward(self, x):
+        y = self.linear(x)
+        if self.form == "cubic":
+            return y + 0.5 * y ** 3
+        if self.form == "self":
+            return torch.relu(y + y)
+        return torch.relu(y + x), y
+
+
+@pytest.mark.parametrize("form", ["cubic", "self", "two outputs"])
+def test_output_used_elsewhere_is_not_fused_into_a_second_kernel(form, host):
+    model = ReusedOutput(form).eval()
+    x = torch.randn(8, 64)
+    after = sp.SparsifyLinear(options=ALWAYS)(frontends.to_relax(model, (x,)))
+    [layer] = sp.report(after)
+    assert layer.kernel == "bsr 16x1 rows", "the epilogue would compute the layer twice"
+    assert "relax.matmul" not in relax_ops(after) and len(call_tir_targets(after)) == 1
+    from sparsepass.testing import assert_equivalent
+
+    assert_equivalent(model, tvm.compile(after, target=host), [x])

@@ -26,6 +26,7 @@ from sparsepass.codegen.build import primfunc
 from sparsepass.codegen.target import canonical_target
 from sparsepass.passes.analysis import detect
 from sparsepass.passes.plan import DEFAULT_COST, DEFAULT_TOKENS, CostModel, Decision, choose
+from sparsepass.passes.relax.bindings import Bindings
 from sparsepass.passes.relax.report import append_report
 from sparsepass.passes.report import LayerReport
 
@@ -201,21 +202,24 @@ def outermost_matches(func: relax.Function, pattern) -> set:
     rewrite_call may offer an inner match first (a linear's bias add before the
     residual add and ReLU around it); rewriting it would hide the larger one.
     Only the layer's own sub-patterns (``pattern.parts``) count as inside; an
-    operand matched by a wildcard does not.
+    operand matched by a wildcard does not. A match whose inner values are also
+    used elsewhere (the matmul feeding a residual add and other ops, GPT-2's GELU
+    formula) does not count: fusing it would compute the layer a second time.
     """
-    var2val = relax.analysis.get_var2val(func)
-    bindings = [b for block in func.body.blocks for b in block.bindings]
+    bindings = Bindings(func)
     outermost, inside = set(), set()
-    for binding in reversed(bindings):
+    for binding in reversed([b for block in func.body.blocks for b in block.bindings]):
         value = binding.value
-        if not isinstance(value, relax.Call) or value in inside or not pattern.root.match(value, var2val):
+        if not isinstance(value, relax.Call) or value in inside or not pattern.root.match(value, bindings.var2val):
             continue
-        matches = pattern.root.extract_matched_expr(value, var2val)
+        matches = pattern.root.extract_matched_expr(value, bindings.var2val)
+        parts = [part for sub, part in matches.items() if any(sub.same_as(p) for p in pattern.parts)
+                 and isinstance(part, relax.Call) and not part.same_as(value)]
+        operands = [matches[p] for p in (pattern.x, pattern.r) if p in matches]
+        if not bindings.only_feeds_the_next(parts, operands):
+            continue
         outermost.add(match_key(value, matches, pattern))
-        for sub, part in matches.items():
-            if any(sub.same_as(p) for p in pattern.parts) and isinstance(part, relax.Call) \
-                    and not part.same_as(value):
-                inside.add(part)
+        inside.update(parts)
     return outermost
 
 
