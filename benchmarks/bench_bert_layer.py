@@ -16,13 +16,13 @@ import torch
 import tvm
 from layer_bench_args import parse_layer_bench_args
 from onnx_runner import ort_runner
+from relax_runner import build_with_sparsepass, relax_runner
 from transformers import BertConfig
 from transformers.models.bert.modeling_bert import BertLayer
 
 from sparsepass import frontends, passes, prune
 from sparsepass.codegen import runtime
 from sparsepass.codegen.target import canonical_target, tvm_target
-from sparsepass.passes import relax as sp
 from sparsepass.testing import output_tolerance
 from sparsepass.testing.timing import interleaved_median_ms, median_ms
 
@@ -42,12 +42,6 @@ class LayerOutput(torch.nn.Module):
 
 
 
-def relax_runner(executable, x):
-    vm = tvm.relax.VirtualMachine(executable, tvm.cpu())
-    arg = tvm.runtime.tensor(x.numpy())
-    return lambda: vm["main"](arg), lambda: torch.from_numpy(vm["main"](arg)[0].numpy())
-
-
 @torch.no_grad()
 def main() -> None:
     args = parse_layer_bench_args(__doc__)
@@ -62,7 +56,7 @@ def main() -> None:
     fx = passes.sparsify_graph(frontends.trace(model, (x,)), example_inputs=(x,))
     mod = frontends.to_relax(model, (x,))
     start = time.perf_counter()
-    sparse_exe = tvm.compile(mod, target=target, relax_pipeline=sp.pipeline())
+    sparse_exe = build_with_sparsepass(mod)
     build_s = time.perf_counter() - start
     sparse_run, sparse_out = relax_runner(sparse_exe, x)
     default_run, _ = relax_runner(tvm.compile(mod, target=target), x)

@@ -11,7 +11,6 @@ The match is structural and accepts either operand order of each ``*`` and ``+``
 
 from __future__ import annotations
 
-import math
 import operator
 
 import torch
@@ -19,6 +18,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 
 from sparsepass.passes.fx.preflight import is_aten_graph
+from sparsepass.passes.gelu_formula import CUBIC, SQRT_2_OVER_PI, near
 
 aten = torch.ops.aten
 
@@ -26,7 +26,6 @@ _MULS = (operator.mul, torch.mul, aten.mul.Tensor)
 _ADDS = (operator.add, torch.add, aten.add.Tensor)
 _POWS = (operator.pow, torch.pow, aten.pow.Tensor_Scalar)
 _TANHS = (torch.tanh, aten.tanh.default)
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
 def _is(node, functions, method: str | None = None) -> bool:
@@ -36,19 +35,14 @@ def _is(node, functions, method: str | None = None) -> bool:
         method is not None and node.op == "call_method" and node.target == method)
 
 
-def _near(value, constant: float) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isclose(
-        value, constant, rel_tol=1e-6)
-
-
 def _split(node, functions, constant: float):
     """The tensor operand of ``node = tensor (op) constant`` (either order), else None."""
     if not _is(node, functions) or len(node.args) != 2:
         return None
     a, b = node.args
-    if _near(b, constant) and isinstance(a, fx.Node):
+    if near(b, constant) and isinstance(a, fx.Node):
         return a
-    if _near(a, constant) and isinstance(b, fx.Node):
+    if near(a, constant) and isinstance(b, fx.Node):
         return b
     return None
 
@@ -66,12 +60,12 @@ def _match(tanh: fx.Node) -> tuple[fx.Node, list[fx.Node]] | None:
     if not _is(tanh, _TANHS, "tanh") or len(tanh.args) != 1 or len(tanh.users) != 1:
         return None
     scaled = tanh.args[0]
-    inner = _split(scaled, _MULS, _SQRT_2_OVER_PI)
+    inner = _split(scaled, _MULS, SQRT_2_OVER_PI)
     if inner is None or not _is(inner, _ADDS) or len(inner.args) != 2:
         return None
     for x, cubic_term in (inner.args, inner.args[::-1]):
-        cube = _split(cubic_term, _MULS, 0.044715)
-        if isinstance(x, fx.Node) and _is(cube, _POWS) and cube.args[0] is x and _near(cube.args[1], 3):
+        cube = _split(cubic_term, _MULS, CUBIC)
+        if isinstance(x, fx.Node) and _is(cube, _POWS) and cube.args[0] is x and near(cube.args[1], 3):
             break
     else:
         return None

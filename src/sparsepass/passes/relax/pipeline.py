@@ -4,16 +4,18 @@ Use as ``tvm.compile(mod, target, relax_pipeline=pipeline(target))``. Stages:
 
 1. sparsepass: FoldBatchNorm, CompactChannels (dead channels out), ReorderFilters
    (balanced filter order), SparsifyConv2d (PCONV 3x3 and sparse 1x1 convs),
-   SparsifyLinear (pruned constant-weight linears -> BSR kernels), DenseConv2d
-   (the convs kept dense -> im2col and a matmul), FoldConstant, DenseMatmul (remaining matmuls, dense weights included -> our
-   dense kernel), FastNormalizations (last-axis softmax / layer norm);
+   RecogniseTanhGelu (GPT-2's written-out GELU as one op), SparsifyLinear
+   (pruned constant-weight linears -> BSR kernels), DenseConv2d (the convs kept
+   dense -> im2col and a matmul), FoldConstant, DenseMatmul (remaining matmuls,
+   dense weights included -> our dense kernel), FastNormalizations (last-axis
+   softmax / layer norm);
 2. TVM's CPU library dispatch, then legalization with fast GELU/SiLU/tanh,
    op-pattern annotation, constant folding and operator fusion;
 3. schedules for the remaining TIR: dlight's CPU GEMV and reduction rules,
    then our injective rule (parallel + vectorised);
 4. TVM's dataflow lowering and finalization for the Relax VM.
 
-For CUDA targets: FoldBatchNorm, SparsifyConv2d and SparsifyLinear with the
+For CUDA targets: FoldBatchNorm, SparsifyConv2d, RecogniseTanhGelu and SparsifyLinear with the
 CUDA kernels, then TVM's CUDA backend (dlight's GPU rules schedule the rest).
 """
 
@@ -29,6 +31,7 @@ from sparsepass.passes.relax.compact import CompactChannels
 from sparsepass.passes.relax.conv import FoldBatchNorm, SparsifyConv2d
 from sparsepass.passes.relax.dense_conv import DenseConv2d
 from sparsepass.passes.relax.dense_matmul import DenseMatmul
+from sparsepass.passes.relax.gelu_tanh import RecogniseTanhGelu
 from sparsepass.passes.relax.legalize import LEGALIZE_MAP
 from sparsepass.passes.relax.normalization import FastNormalizations
 from sparsepass.passes.relax.reorder import ReorderFilters
@@ -40,7 +43,7 @@ def sparsepass_passes(target=None, options: SparsifyLinearOptions = SparsifyLine
     """The sparsepass rewrites, for users composing their own Sequential: pruned linears to
     BSR kernels, then every remaining matmul (dense weights folded to constants) to ours."""
     return [FoldBatchNorm(), CompactChannels(), ReorderFilters(), SparsifyConv2d(target),
-            SparsifyLinear(target, options), DenseConv2d(target), relax.transform.FoldConstant(),
+            RecogniseTanhGelu(), SparsifyLinear(target, options), DenseConv2d(target), relax.transform.FoldConstant(),
             DenseMatmul(target),
             FastNormalizations(target)]
 
@@ -51,6 +54,7 @@ def _cuda_stages(target_dict: dict, tvm_tgt, options) -> list:
         FoldBatchNorm(),
         CompactChannels(),
         SparsifyConv2d(target_dict),
+        RecogniseTanhGelu(),
         SparsifyLinear(target_dict, options),
         relax.transform.DecomposeOpsForInference(),
         *cuda_backend.library_dispatch_passes(tvm_tgt),
