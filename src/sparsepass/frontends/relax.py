@@ -7,10 +7,15 @@ from typing import Any, Sequence
 import torch
 
 from sparsepass.errors import SparsifyError
+from sparsepass.frontends.dynamic import export_dynamic_shapes, narrowed_to_symbolic
 
 
-def to_relax(model: torch.nn.Module, example_inputs: Sequence[Any]):
+def to_relax(model: torch.nn.Module, example_inputs: Sequence[Any], *, dynamic_shapes: Any = None):
     """Export ``model`` with torch.export and import it into Relax, weights as constants.
+
+    ``dynamic_shapes`` says which input dims stay symbolic in the module (torch.export's
+    argument, or ``"auto"`` for every dim the model allows, as in `trace`); without it the
+    module is specialised to the example's shapes.
 
     Raises SparsifyError naming the model when it is in training mode, when
     torch.export fails, or when TVM's importer does not support one of its ops.
@@ -23,7 +28,11 @@ def to_relax(model: torch.nn.Module, example_inputs: Sequence[Any]):
             raise SparsifyError(sub_name or f"<root> ({name})",
                                 "module is in training mode; call model.eval() first")
     try:
-        program = torch.export.export(model, tuple(example_inputs))
+        program = torch.export.export(model, tuple(example_inputs),
+                                      dynamic_shapes=export_dynamic_shapes(dynamic_shapes, example_inputs))
+        if dynamic_shapes is not None:  # again, with the dims export specialised as plain ints
+            program = torch.export.export(model, tuple(example_inputs),
+                                          dynamic_shapes=narrowed_to_symbolic(program, example_inputs))
     except Exception as err:
         first = str(err).splitlines()[0] if str(err) else ""
         raise SparsifyError(f"<root> ({name})", f"torch.export failed: {type(err).__name__}: {first}. "

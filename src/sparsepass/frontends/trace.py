@@ -6,6 +6,11 @@ and falls back to ``torch.export`` (aten-level graph, weights as get_attr),
 which handles the data-dependent Python that defeats symbolic tracing (HF
 transformers since 4.38). When both fail, the SparsifyError names the module
 that broke tracing and suggests the fix.
+
+torch.export specialises the graph to the example's shapes unless told which
+dims may vary (``dynamic_shapes``; ``"auto"`` lets it keep every dim dynamic
+that the model allows). A call at a shape the graph was not captured for fails
+its guard with a SparsifyError that says so and how to capture it dynamically.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from typing import Any, Sequence
 
 import torch
 import torch.fx as fx
+from torch.utils._pytree import tree_leaves
 
 from sparsepass.errors import SparsifyError
+from sparsepass.frontends.dynamic import export_dynamic_shapes
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +66,43 @@ def _symbolic(model: torch.nn.Module, concrete_args, leaf_modules) -> fx.GraphMo
     return fx.GraphModule(tracer.root, graph, name)
 
 
-def _exported(model: torch.nn.Module, example_inputs: Sequence[Any]) -> fx.GraphModule:
-    program = torch.export.export(model, tuple(example_inputs))
-    return program.module()
+class _ExplainedGuards(torch.nn.Module):
+    """torch.export's input-shape guards, failing with what a user can do about it."""
+
+    def __init__(self, guards: torch.nn.Module, model_name: str, shapes: list, dynamic: bool):
+        super().__init__()
+        self.guards, self.model_name, self.shapes, self.dynamic = guards, model_name, shapes, dynamic
+
+    def forward(self, *args, **kwargs):
+        try:
+            return self.guards(*args, **kwargs)
+        except AssertionError as err:
+            if self.dynamic:
+                fix = ("the call is outside the shapes torch.export allowed (it keeps a dim of example "
+                       "size 0 or 1 static: capture with an example of 2 or more there)")
+            else:
+                fix = ("torch.export captured the graph for these shapes only; to run others, capture it "
+                       "with frontends.trace(model, example_inputs, dynamic_shapes='auto')")
+            raise SparsifyError(f"<root> ({self.model_name})",
+                                f"{err}: the inputs were traced with shapes {self.shapes}; {fix}") from err
+
+
+def _exported(model: torch.nn.Module, example_inputs: Sequence[Any], dynamic_shapes) -> fx.GraphModule:
+    program = torch.export.export(model, tuple(example_inputs),
+                                  dynamic_shapes=export_dynamic_shapes(dynamic_shapes, example_inputs))
+    gm = program.module()
+    guards = getattr(gm, "_guards_fn", None)
+    if isinstance(guards, torch.nn.Module):
+        shapes = [tuple(leaf.shape) for leaf in tree_leaves(tuple(example_inputs)) if isinstance(leaf, torch.Tensor)]
+        gm._guards_fn = _ExplainedGuards(guards, type(model).__name__, shapes, dynamic_shapes is not None)
+    return gm
 
 
 def trace(
     model: torch.nn.Module,
     example_inputs: Sequence[Any] | None = None,
     *,
+    dynamic_shapes: Any = None,
     concrete_args: dict[str, Any] | None = None,
     leaf_modules: Sequence[type | str] = (),
 ) -> fx.GraphModule:
@@ -77,6 +112,9 @@ def trace(
     ----------
     model : an nn.Module in eval mode
     example_inputs : positional inputs; needed for the torch.export fallback
+    dynamic_shapes : for the torch.export fallback, the input dims that may vary at run time
+        (torch.export's argument, or ``"auto"`` for every dim the model allows); without it an
+        exported graph runs only at the example's shapes
     concrete_args, leaf_modules : passed to symbolic tracing (fix a failing trace by
         fixing an argument's value or by keeping a module as one opaque call)
 
@@ -98,7 +136,7 @@ def trace(
             f"(leaf_modules=[{where.split(' (')[0]!r}]), or fix Python control flow on inputs with concrete_args.",
         )
     try:
-        return _exported(model, example_inputs)
+        return _exported(model, example_inputs, dynamic_shapes)
     except Exception as err:
         export_error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         raise SparsifyError(

@@ -66,6 +66,24 @@ def test_export_library_round_trip(pruned_bert_build, tmp_path):
     torch.testing.assert_close(run_vm(loaded, x), run_vm(executable, x), rtol=0, atol=0)
 
 
+@pytest.mark.slow
+def test_pruned_bert_built_for_symbolic_lengths_runs_any_batch_and_length(host):
+    torch.manual_seed(1)
+    encoder, config = bert_encoder(layers=1)
+    prune.prune_linears(encoder, (32, 1), 0.2)
+    model = EncoderOnly(encoder).eval()
+    mod = frontends.to_relax(model, (torch.randn(2, 64, config.hidden_size),), dynamic_shapes="auto")
+    lowered = sp.pipeline()(mod)
+    kernels = sorted(layer.kernel for layer in sp.report(lowered))
+    assert kernels == ["bsr 32x1 rows"] * 3 + ["bsr 32x1 rows +gelu"] + ["bsr 32x1 rows +residual"] * 2
+    executable = tvm.compile(mod, target=host, relax_pipeline=sp.pipeline())
+    for shape in [(2, 64), (1, 5), (3, 130)]:
+        x = torch.randn(*shape, config.hidden_size)
+        expected = model(x)
+        torch.testing.assert_close(run_vm(executable, x), expected, rtol=0,
+                                   atol=output_tolerance(expected, config.intermediate_size))
+
+
 class BatchedMatmul(torch.nn.Module):
     def forward(self, a, b):
         return a @ b

@@ -215,3 +215,43 @@ def test_output_used_elsewhere_is_not_fused_into_a_second_kernel(form, host):
     from sparsepass.testing import assert_equivalent
 
     assert_equivalent(model, tvm.compile(after, target=host), [x])
+
+
+class ResidualRelu(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = pruned(64, 64, (16, 1), 0.2)
+
+    def forward(self, x):
+        return torch.relu(self.linear(x) + x)
+
+
+def test_residual_fuses_when_the_token_count_is_symbolic(host):
+    model, x = ResidualRelu().eval(), torch.randn(2, 8, 64)
+    after = sp.SparsifyLinear(options=ALWAYS)(frontends.to_relax(model, (x,), dynamic_shapes="auto"))
+    [layer] = sp.report(after)
+    assert layer.kernel == "bsr 16x1 rows +residual +relu"
+    executable = tvm.compile(after, target=host)
+    for shape in [(2, 8, 64), (3, 5, 64)]:
+        other = torch.randn(*shape)
+        torch.testing.assert_close(run_vm(executable, other), model(other), rtol=1e-5, atol=1e-5)
+
+
+class ConstantAdd(nn.Module):
+    """A linear without bias plus a constant that is not a bias (one value per token and feature)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = pruned(64, 64, (16, 1), 0.2, bias=False)
+        self.register_buffer("constant", torch.randn(8, 64))
+
+    def forward(self, x):
+        return self.linear(x) + self.constant
+
+
+def test_a_constant_add_that_is_no_bias_stays_outside_the_kernel(host):
+    model, x = ConstantAdd().eval(), torch.randn(8, 64)
+    after = sp.SparsifyLinear(options=ALWAYS)(frontends.to_relax(model, (x,)))
+    [layer] = sp.report(after)
+    assert layer.kernel == "bsr 16x1 rows" and "relax.matmul" not in relax_ops(after)
+    torch.testing.assert_close(run_vm(tvm.compile(after, target=host), x), model(x), rtol=1e-5, atol=1e-5)

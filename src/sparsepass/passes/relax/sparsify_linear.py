@@ -18,8 +18,9 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from tvm import ir, relax
+from tvm import ir, relax, tirx
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+from tvm_ffi import structural_equal
 
 from sparsepass.codegen.bsr_format import to_bsr
 from sparsepass.codegen.build import primfunc
@@ -76,10 +77,43 @@ def _numpy(const) -> np.ndarray:
 
 
 def _same_shape(a, b) -> bool:
+    """True when Relax values ``a`` and ``b`` have the same shape, symbolic dims included
+    (the importer mixes int32 and int64 constants in shapes)."""
     try:
-        return [int(d) for d in a.ty.shape.values] == [int(d) for d in b.ty.shape.values]
-    except (TypeError, AttributeError):
+        dims_a, dims_b = a.ty.shape.values, b.ty.shape.values
+    except AttributeError:
         return False
+    return len(dims_a) == len(dims_b) and all(
+        (isinstance(p, tirx.IntImm) and isinstance(q, tirx.IntImm) and p.value == q.value)
+        or structural_equal(p, q) for p, q in zip(dims_a, dims_b))
+
+
+def linear_weight(matches, pattern) -> np.ndarray:
+    """The matched weight as [out_features, in_features] (``matmul(x, W)`` holds it transposed)."""
+    w = _numpy(matches[pattern.w])
+    return w if pattern.w_t in matches else w.T
+
+
+def bias_and_residual(matches, pattern) -> tuple[np.ndarray | None, relax.Expr | None]:
+    """The constant bias and the residual operand of a match (either may be None): a constant
+    "residual" add with no bias before it is the layer's bias."""
+    bias = _numpy(matches[pattern.b]) if pattern.b in matches else None
+    residual = matches.get(pattern.r)
+    if residual is not None and isinstance(residual, ir.Constant) and bias is None:
+        return _numpy(residual), None
+    return bias, residual
+
+
+def fusable(matches, pattern, out_features: int) -> bool:
+    """Whether the kernel can take every add of the match: one bias of ``out_features`` values
+    (not a second constant, nor a constant of another shape) and a residual shaped like the output."""
+    bias, residual = bias_and_residual(matches, pattern)
+    if bias is not None and bias.size != out_features:
+        return False
+    if residual is None:
+        return True
+    output = matches[pattern.reshaped] if pattern.reshaped in matches else matches[pattern.linear]
+    return not isinstance(residual, ir.Constant) and _same_shape(residual, output)
 
 
 def _static_rows(x) -> int | None:
@@ -99,12 +133,6 @@ class _Rewriter:
         self.layers: dict = {}  # (weight constant, input) -> LayerReport
         self.replacements: dict = {}  # match_key -> the expression that replaces the match
 
-    def weight(self, matches, pattern) -> np.ndarray:
-        """The weight as [out_features, in_features]."""
-        w = _numpy(matches[pattern.w])
-        transposed = pattern.w_t in matches
-        return w if transposed else w.T
-
     def epilogue(self, orig, matches, pattern) -> str:
         if not isinstance(orig, relax.Call) or getattr(orig.op, "name", None) not in ACTIVATIONS:
             return "none"
@@ -122,25 +150,17 @@ class _Rewriter:
     def replace(self, orig, matches):
         pattern = self.pattern
         x = matches[pattern.x]
-        weight = self.weight(matches, pattern)
-        if weight.ndim != 2 or x.ty.dtype != "float32" or len(x.ty.shape.values) < 1:
-            return orig
-        bias = _numpy(matches[pattern.b]) if pattern.b in matches else None
-        residual = matches.get(pattern.r)
-        if residual is not None and isinstance(residual, ir.Constant):
-            if bias is not None:
-                return orig  # a second constant add: leave it to the inner match
-            bias, residual = _numpy(residual), None  # the "residual" add was the bias add
-        if bias is not None and bias.size != weight.shape[0]:
-            return orig
-        output = matches[pattern.reshaped] if pattern.reshaped in matches else matches[pattern.linear]
-        if residual is not None and not _same_shape(residual, output):
-            return orig
+        weight = linear_weight(matches, pattern)
+        if weight.ndim != 2 or len(x.ty.shape.values) < 1:
+            return orig  # a batched matmul with a constant operand: no linear layer
+        bias, residual = bias_and_residual(matches, pattern)
         layer = (matches[pattern.w], x)
         epilogue = self.epilogue(orig, matches, pattern)
         structure = detect(weight)
         rows = _static_rows(x) or self.options.tokens
         decision = choose(structure, self.target, tokens=rows, epilogue=epilogue, cost=self.options.cost)
+        if decision.kernel is not None and x.ty.dtype != "float32":
+            decision = Decision(None, f"input dtype is {x.ty.dtype}; sparse kernels are float32 only")
         if decision.kernel is not None and residual is not None:
             decision = dataclasses.replace(decision, kernel=dataclasses.replace(decision.kernel, residual=True))
         self.record(layer, structure, decision)
@@ -204,7 +224,9 @@ def outermost_matches(func: relax.Function, pattern) -> set:
     Only the layer's own sub-patterns (``pattern.parts``) count as inside; an
     operand matched by a wildcard does not. A match whose inner values are also
     used elsewhere (the matmul feeding a residual add and other ops, GPT-2's GELU
-    formula) does not count: fusing it would compute the layer a second time.
+    formula) does not count: fusing it would compute the layer a second time; nor
+    does one with an add the kernel cannot take (see `fusable`): the inner match
+    is rewritten instead.
     """
     bindings = Bindings(func)
     outermost, inside = set(), set()
@@ -216,7 +238,9 @@ def outermost_matches(func: relax.Function, pattern) -> set:
         parts = [part for sub, part in matches.items() if any(sub.same_as(p) for p in pattern.parts)
                  and isinstance(part, relax.Call) and not part.same_as(value)]
         operands = [matches[p] for p in (pattern.x, pattern.r) if p in matches]
-        if not bindings.only_feeds_the_next(parts, operands):
+        weight = linear_weight(matches, pattern)
+        if weight.ndim != 2 or not bindings.only_feeds_the_next(parts, operands) or not fusable(
+                matches, pattern, weight.shape[0]):
             continue
         outermost.add(match_key(value, matches, pattern))
         inside.update(parts)
