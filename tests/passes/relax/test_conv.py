@@ -56,3 +56,28 @@ def test_pattern_pruned_resnet18_through_the_relax_pipeline(host):
     lowered = sp.pipeline()(mod)
     assert "pattern_conv" in set(sparsepass_kernels(lowered).values())
     assert_equivalent(model, tvm.compile(mod, target=host, relax_pipeline=sp.pipeline()), [x])
+
+
+class SharedConv(nn.Module):
+    """One pattern-pruned conv applied twice (weight sharing, as in a block called in a loop)."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+        with torch.no_grad():
+            self.conv.weight.mul_(torch.from_numpy(sps.pattern_mask(c, c, 4, 4, 0.5, 0)))
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x) + x)
+        return torch.relu(self.conv(y) + y), self.conv(y * 2)
+
+
+def test_a_conv_applied_twice_is_rewritten_at_each_site(host):
+    model, x = SharedConv().eval(), torch.randn(1, 8, 9, 9)
+    mod = sp.SparsifyConv2d()(frontends.to_relax(model, (x,)))
+    assert "relax.nn.conv2d" not in relax_ops(mod) and len(call_tir_targets(mod)) == 3
+    executable = tvm.compile(mod, target=host)
+    from sparsepass.testing.relax import vm_call
+
+    for actual, expected in zip(vm_call(executable, (x,)), model(x)):
+        torch.testing.assert_close(torch.from_numpy(actual.numpy()), expected, rtol=1e-5, atol=1e-5)

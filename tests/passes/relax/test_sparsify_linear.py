@@ -255,3 +255,22 @@ def test_a_constant_add_that_is_no_bias_stays_outside_the_kernel(host):
     [layer] = sp.report(after)
     assert layer.kernel == "bsr 16x1 rows" and "relax.matmul" not in relax_ops(after)
     torch.testing.assert_close(run_vm(tvm.compile(after, target=host), x), model(x), rtol=1e-5, atol=1e-5)
+
+
+class SharedLinear(nn.Module):
+    """One pruned linear applied at three sites (ALBERT shares its layers' weights)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = pruned(64, 64, (16, 1), 0.2)
+
+    def forward(self, x):
+        y = torch.relu(self.linear(x) + x)
+        return torch.relu(self.linear(y) + y) + self.linear(y * 2)
+
+
+def test_a_linear_applied_at_several_sites_is_rewritten_at_each(host):
+    model, x = SharedLinear().eval(), torch.randn(8, 64)
+    after = sp.SparsifyLinear(options=ALWAYS)(frontends.to_relax(model, (x,)))
+    assert "relax.matmul" not in relax_ops(after) and len(call_tir_targets(after)) == 3
+    torch.testing.assert_close(run_vm(tvm.compile(after, target=host), x), model(x), rtol=1e-5, atol=1e-5)

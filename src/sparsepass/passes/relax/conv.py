@@ -28,6 +28,7 @@ from sparsepass.codegen.pattern_format import pack
 from sparsepass.codegen.target import canonical_target
 from sparsepass.passes.conv_analysis import detect_conv
 from sparsepass.passes.plan import choose_conv
+from sparsepass.passes.relax.bindings import site_key
 from sparsepass.passes.relax.report import append_report
 from sparsepass.passes.report import LayerReport
 
@@ -117,7 +118,7 @@ class _SparsifyConv:
 
     def __call__(self, orig, matches):
         # rewrite_call may offer a match again (after rebuilding calls): same answer each time.
-        key = (matches[self.w], orig.op.name, self.r in matches and not isinstance(matches[self.r], ir.Constant))
+        key = site_key(orig, matches, (self.w, self.b, self.x, self.r))
         if key not in self.replacements:
             self.replacements[key] = self.replace(orig, matches)
         return self.replacements[key]
@@ -125,9 +126,7 @@ class _SparsifyConv:
     def replace(self, orig, matches):
         conv = matches[self.conv]
         x, out_shape = matches[self.x], conv.ty.shape
-        key = matches[self.w]  # one report entry per weight
-        if key in self.layers:
-            return orig
+        key = site_key(orig, matches, (self.w, self.b, self.x, self.r))  # one report entry per site
         attrs = _conv_attrs(conv)
         bias = _value(matches[self.b]) if self.b in matches else None
         residual = matches.get(self.r)

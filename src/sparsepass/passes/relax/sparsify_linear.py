@@ -16,10 +16,11 @@ per-layer report is stored as the module attribute ``sparsepass.report``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 from tvm import ir, relax, tirx
-from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+from tvm.relax.dpl import is_const, is_op, wildcard
 from tvm_ffi import structural_equal
 
 from sparsepass.codegen.bsr_format import to_bsr
@@ -29,6 +30,7 @@ from sparsepass.passes.analysis import detect
 from sparsepass.passes.plan import DEFAULT_COST, DEFAULT_TOKENS, CostModel, Decision, choose
 from sparsepass.passes.relax.bindings import Bindings
 from sparsepass.passes.relax.report import append_report
+from sparsepass.passes.relax.sites import rewrite_sites
 from sparsepass.passes.report import LayerReport
 
 ACTIVATIONS = {"relax.nn.relu": "relu", "relax.nn.gelu": "gelu", "relax.nn.gelu_tanh": "gelu_tanh",
@@ -130,31 +132,22 @@ class _Rewriter:
     def __init__(self, bb: relax.BlockBuilder, target: dict, options: SparsifyLinearOptions):
         self.bb, self.target, self.options = bb, target, options
         self.kernels: dict = {}
-        self.layers: dict = {}  # (weight constant, input) -> LayerReport
-        self.replacements: dict = {}  # match_key -> the expression that replaces the match
+        self.layers: list[LayerReport] = []  # one per rewritten or examined site, in binding order
 
     def epilogue(self, orig, matches, pattern) -> str:
         if not isinstance(orig, relax.Call) or getattr(orig.op, "name", None) not in ACTIVATIONS:
             return "none"
         return ACTIVATIONS[orig.op.name]
 
-    def __call__(self, orig, matches):
-        pattern = self.pattern
-        key = match_key(orig, matches, pattern)
-        if key not in self.outermost:
-            return orig  # part of a larger match (e.g. the bias add under a residual add and ReLU)
-        if key not in self.replacements:  # rewrite_call may offer a match again: same answer each time
-            self.replacements[key] = self.replace(orig, matches)
-        return self.replacements[key]
-
-    def replace(self, orig, matches):
+    def replace(self, orig, matches, remap):
+        """The kernel call replacing the match rooted at ``orig`` (None: it stays), its operands
+        mapped to their current values by ``remap``."""
         pattern = self.pattern
         x = matches[pattern.x]
         weight = linear_weight(matches, pattern)
-        if weight.ndim != 2 or len(x.ty.shape.values) < 1:
-            return orig  # a batched matmul with a constant operand: no linear layer
+        if len(x.ty.shape.values) < 1:
+            return None
         bias, residual = bias_and_residual(matches, pattern)
-        layer = (matches[pattern.w], x)
         epilogue = self.epilogue(orig, matches, pattern)
         structure = detect(weight)
         rows = _static_rows(x) or self.options.tokens
@@ -163,20 +156,21 @@ class _Rewriter:
             decision = Decision(None, f"input dtype is {x.ty.dtype}; sparse kernels are float32 only")
         if decision.kernel is not None and residual is not None:
             decision = dataclasses.replace(decision, kernel=dataclasses.replace(decision.kernel, residual=True))
-        self.record(layer, structure, decision)
+        self.record(structure, decision)
         if decision.kernel is None:
-            return orig
-        return self.call_kernel(orig, x, weight, None if bias is None else bias.reshape(-1), residual, decision)
+            return None
+        return self.call_kernel(orig, remap(x), weight, None if bias is None else bias.reshape(-1),
+                                None if residual is None else remap(residual), decision)
 
-    def record(self, layer, structure, decision: Decision) -> None:
+    def record(self, structure, decision: Decision) -> None:
         spec = decision.kernel
         kernel = "dense" if spec is None else (
             f"bsr {spec.block[0]}x{spec.block[1]} {spec.layout}" + (" +residual" if spec.residual else "")
             + ("" if spec.epilogue == "none" else f" +{spec.epilogue}"))
-        self.layers[layer] = LayerReport(
+        self.layers.append(LayerReport(
             f"linear{len(self.layers)}", "relax.matmul", structure.shape, structure.summary(),
             structure.density, kernel, decision.reason,
-            decision.estimated_speedup if decision.sparse_cost else None)
+            decision.estimated_speedup if decision.sparse_cost else None))
 
     def kernel_gvar(self, spec) -> ir.GlobalVar:
         if spec not in self.kernels:
@@ -205,23 +199,17 @@ class _Rewriter:
 
     def rewrite(self, func: relax.Function) -> relax.Function:
         self.pattern = _Pattern(self.options.fuse_activations)
-        self.outermost = outermost_matches(func, self.pattern)
-        return rewrite_call(self.pattern.root, self, func)
+        sites = {var: functools.partial(self.replace, root, matches)
+                 for var, (root, matches) in outermost_matches(func, self.pattern).items()}
+        return rewrite_sites(func, sites)
 
 
-def match_key(root, matches, pattern) -> tuple:
-    """What identifies a match across rewrites (calls are rebuilt, constants are not): the
-    weight, the root op, and whether a non-constant residual was matched."""
-    residual = matches.get(pattern.r)
-    return (matches[pattern.w], root.op.name, residual is not None and not isinstance(residual, ir.Constant))
+def outermost_matches(func: relax.Function, pattern) -> dict:
+    """The matches in ``func`` that are not inside another match, in binding order: the root
+    binding's variable -> (the root call, the matches).
 
-
-def outermost_matches(func: relax.Function, pattern) -> set:
-    """Keys (see match_key) of the matches in ``func`` that are not inside another match.
-
-    rewrite_call may offer an inner match first (a linear's bias add before the
-    residual add and ReLU around it); rewriting it would hide the larger one.
-    Only the layer's own sub-patterns (``pattern.parts``) count as inside; an
+    A linear's bias add is a match of its own, inside the one of the residual add
+    and ReLU around it; rewriting it would hide the larger one. Only the layer's own sub-patterns (``pattern.parts``) count as inside; an
     operand matched by a wildcard does not. A match whose inner values are also
     used elsewhere (the matmul feeding a residual add and other ops, GPT-2's GELU
     formula) does not count: fusing it would compute the layer a second time; nor
@@ -229,7 +217,7 @@ def outermost_matches(func: relax.Function, pattern) -> set:
     is rewritten instead.
     """
     bindings = Bindings(func)
-    outermost, inside = set(), set()
+    outermost, inside = {}, set()
     for binding in reversed([b for block in func.body.blocks for b in block.bindings]):
         value = binding.value
         if not isinstance(value, relax.Call) or value in inside or not pattern.root.match(value, bindings.var2val):
@@ -242,9 +230,9 @@ def outermost_matches(func: relax.Function, pattern) -> set:
         if weight.ndim != 2 or not bindings.only_feeds_the_next(parts, operands) or not fusable(
                 matches, pattern, weight.shape[0]):
             continue
-        outermost.add(match_key(value, matches, pattern))
+        outermost[binding.var] = (value, matches)
         inside.update(parts)
-    return outermost
+    return dict(reversed(outermost.items()))
 
 
 def sparsify_linear_module(mod: ir.IRModule, target, options: SparsifyLinearOptions) -> ir.IRModule:
@@ -254,7 +242,7 @@ def sparsify_linear_module(mod: ir.IRModule, target, options: SparsifyLinearOpti
     for gvar, func in mod.functions_items():
         if isinstance(func, relax.Function):
             bb.update_func(gvar, rewriter.rewrite(func))
-    return append_report(bb.get(), list(rewriter.layers.values()))
+    return append_report(bb.get(), rewriter.layers)
 
 
 def SparsifyLinear(target=None, options: SparsifyLinearOptions = SparsifyLinearOptions()):  # noqa: N802
