@@ -274,3 +274,27 @@ def test_a_linear_applied_at_several_sites_is_rewritten_at_each(host):
     after = sp.SparsifyLinear(options=ALWAYS)(frontends.to_relax(model, (x,)))
     assert "relax.matmul" not in relax_ops(after) and len(call_tir_targets(after)) == 3
     torch.testing.assert_close(run_vm(tvm.compile(after, target=host), x), model(x), rtol=1e-5, atol=1e-5)
+
+
+class LinearAfterAttention(nn.Module):
+    """DistilBERT's out_lin: on attention's transposed output, torch.export emits the linear as a
+    batched matmul with the weight broadcast over the batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = pruned(64, 64, (16, 1), 0.2)
+
+    def forward(self, q):
+        a = F.scaled_dot_product_attention(q, q, q)
+        return self.linear(a.transpose(1, 2).reshape(q.shape[0], q.shape[2], 64))
+
+
+def test_a_linear_with_its_weight_broadcast_is_rewritten(host):
+    model, q = LinearAfterAttention().eval(), torch.randn(2, 4, 8, 16)
+    mod = frontends.to_relax(model, (q,))
+    assert "relax.broadcast_to" in relax_ops(mod)
+    after = sp.SparsifyLinear(options=ALWAYS)(mod)
+    [layer] = sp.report(after)
+    assert layer.kernel == "bsr 16x1 rows" and "relax.matmul" in relax_ops(mod)
+    assert relax_ops(after).count("relax.matmul") == relax_ops(mod).count("relax.matmul") - 1
+    torch.testing.assert_close(run_vm(tvm.compile(after, target=host), q), model(q), rtol=1e-5, atol=1e-5)

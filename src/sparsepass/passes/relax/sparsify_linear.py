@@ -2,7 +2,7 @@
 
 Matches what Relax front ends emit for a linear layer, as one dpl pattern:
 
-    matmul(x, permute_dims(W))  |  matmul(x, W)          (W constant)
+    matmul(x, permute_dims(W))  |  matmul(x, W)          (W constant, maybe broadcast_to [..., K, N])
     [add(., b) | add(b, .)]                                (b constant)
     [reshape(., shape)]  [add(., r)]  [relu | gelu | gelu_tanh | silu | tanh]   (folded into the kernel)
 
@@ -57,7 +57,9 @@ class _Pattern:
     def __init__(self, fuse_activations: bool):
         self.x, self.w, self.b, self.shape = wildcard(), is_const(), is_const(), wildcard()
         self.w_t = is_op("relax.permute_dims")(self.w)
-        self.mm = is_op("relax.matmul")(self.x, self.w_t) | is_op("relax.matmul")(self.x, self.w)
+        # torch's matmul on a 3-D x that is a view comes in as a batched matmul, the weight broadcast
+        self.broadcast = is_op("relax.broadcast_to")(self.w_t | self.w, wildcard())
+        self.mm = is_op("relax.matmul")(self.x, self.w_t | self.w | self.broadcast)
         self.add = is_op("relax.add")(self.mm, self.b) | is_op("relax.add")(self.b, self.mm)
         self.linear = self.add | self.mm
         self.reshaped = is_op("relax.reshape")(self.linear, self.shape)
@@ -79,12 +81,15 @@ def _numpy(const) -> np.ndarray:
 
 
 def _same_shape(a, b) -> bool:
-    """True when Relax values ``a`` and ``b`` have the same shape, symbolic dims included
-    (the importer mixes int32 and int64 constants in shapes)."""
+    """True when Relax values ``a`` and ``b`` have the same shape, symbolic dims included."""
     try:
-        dims_a, dims_b = a.ty.shape.values, b.ty.shape.values
+        return _same_dims(a.ty.shape.values, b.ty.shape.values)
     except AttributeError:
         return False
+
+
+def _same_dims(dims_a, dims_b) -> bool:
+    """Equal lists of dims (the importer mixes int32 and int64 constants in shapes)."""
     return len(dims_a) == len(dims_b) and all(
         (isinstance(p, tirx.IntImm) and isinstance(q, tirx.IntImm) and p.value == q.value)
         or structural_equal(p, q) for p, q in zip(dims_a, dims_b))
@@ -94,6 +99,16 @@ def linear_weight(matches, pattern) -> np.ndarray:
     """The matched weight as [out_features, in_features] (``matmul(x, W)`` holds it transposed)."""
     w = _numpy(matches[pattern.w])
     return w if pattern.w_t in matches else w.T
+
+
+def is_linear(matches, pattern) -> bool:
+    """A 2-D constant weight applied to each row of x: a broadcast weight must not broadcast x."""
+    if _numpy(matches[pattern.w]).ndim != 2:
+        return False
+    if pattern.broadcast not in matches:
+        return True
+    x, mm = matches[pattern.x], matches[pattern.mm]
+    return _same_dims(x.ty.shape.values[:-1], mm.ty.shape.values[:-1])
 
 
 def bias_and_residual(matches, pattern) -> tuple[np.ndarray | None, relax.Expr | None]:
@@ -146,7 +161,7 @@ class _Rewriter:
         x = matches[pattern.x]
         weight = linear_weight(matches, pattern)
         if len(x.ty.shape.values) < 1:
-            return None
+            return None  # x of unknown rank
         bias, residual = bias_and_residual(matches, pattern)
         epilogue = self.epilogue(orig, matches, pattern)
         structure = detect(weight)
@@ -227,7 +242,7 @@ def outermost_matches(func: relax.Function, pattern) -> dict:
                  and isinstance(part, relax.Call) and not part.same_as(value)]
         operands = [matches[p] for p in (pattern.x, pattern.r) if p in matches]
         weight = linear_weight(matches, pattern)
-        if weight.ndim != 2 or not bindings.only_feeds_the_next(parts, operands) or not fusable(
+        if not is_linear(matches, pattern) or not bindings.only_feeds_the_next(parts, operands) or not fusable(
                 matches, pattern, weight.shape[0]):
             continue
         outermost[binding.var] = (value, matches)
