@@ -70,3 +70,22 @@ def test_layer_norm_equals_pytorch(rows, width, shift, seed, host):
     relative = 4 * gamma(width + 2) + 8 * EPS32
     bound = relative * (normalized.abs() + 1) * norm.weight.double().abs() + EPS32 * expected.abs()
     assert ((actual.double() - expected).abs() <= bound).all()
+
+
+class TwoLayerNorms(nn.Module):
+    """Layer norms of one width with different epsilons (ConvNeXt): two kernels, two symbols."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.LayerNorm(64, eps=1e-6), nn.LayerNorm(64, eps=1e-12)
+
+    def forward(self, x):
+        return self.b(self.a(x) * 3)
+
+
+def test_kernels_that_share_a_name_get_their_own_symbols(host):
+    model, x = TwoLayerNorms().eval(), torch.randn(4, 64)
+    mod = sp.FastNormalizations()(frontends.to_relax(model, (x,)))
+    symbols = [str(f.attrs["global_symbol"]) for _, f in mod.functions_items() if "global_symbol" in f.attrs]
+    assert len(symbols) == len(set(symbols)) and len(set(call_tir_targets(mod))) == 2
+    torch.testing.assert_close(run_vm(tvm.compile(mod, target=host), x), model(x), rtol=1e-5, atol=1e-5)

@@ -29,6 +29,7 @@ from sparsepass.codegen.target import canonical_target
 from sparsepass.passes.conv_analysis import detect_conv
 from sparsepass.passes.plan import choose_conv
 from sparsepass.passes.relax.bindings import site_key
+from sparsepass.passes.relax.kernels import add_kernel
 from sparsepass.passes.relax.report import append_report
 from sparsepass.passes.report import LayerReport
 
@@ -113,7 +114,7 @@ class _SparsifyConv:
         if spec not in self.kernels:
             kind = "pconv" if isinstance(spec, ConvSpec) else "conv1x1"
             name = f"sparsepass_{kind}_{abs(hash(spec)) % 10**8}"
-            self.kernels[spec] = self.bb.add_func(primfunc(spec).with_attr("global_symbol", name), name)
+            self.kernels[spec] = add_kernel(self.bb, primfunc(spec), name)
         return self.kernels[spec]
 
     def __call__(self, orig, matches):

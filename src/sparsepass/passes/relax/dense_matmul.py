@@ -20,6 +20,7 @@ from sparsepass.codegen.build import primfunc
 from sparsepass.codegen.dense_matmul_cpu import MatmulSpec
 from sparsepass.codegen.target import canonical_target, is_cuda
 from sparsepass.codegen.tvm_api import structural_equal
+from sparsepass.passes.relax.kernels import add_kernel
 
 
 def _static(dims) -> list[int] | None:
@@ -65,7 +66,7 @@ def dense_matmul_module(mod: ir.IRModule, target) -> ir.IRModule:
         spec = MatmulSpec.make(k=k, n=n, shared_b=shared, target=target)
         if spec not in kernels:
             name = f"sparsepass_matmul_{k}x{n}" + ("_shared" if shared else "")
-            kernels[spec] = bb.add_func(primfunc(spec).with_attr("global_symbol", name), name)
+            kernels[spec] = add_kernel(bb, primfunc(spec), name)
         batch = math.prod(lead) if lead else 1
         m = a.ty.shape.values[-2]
         a3 = relax.op.reshape(a, [batch, m, k])

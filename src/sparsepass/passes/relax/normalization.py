@@ -16,6 +16,7 @@ from tvm.relax.dpl import is_op, rewrite_call, wildcard
 from sparsepass.codegen.build import primfunc
 from sparsepass.codegen.norm_cpu import NormSpec
 from sparsepass.codegen.target import canonical_target, is_cuda
+from sparsepass.passes.relax.kernels import add_kernel
 
 
 def _rows_and_width(x) -> tuple[object, int] | None:
@@ -45,7 +46,7 @@ class _Rewriter:
     def kernel(self, spec):
         if spec not in self.kernels:
             name = f"sparsepass_{spec.kind}_{spec.n}"
-            self.kernels[spec] = self.bb.add_func(primfunc(spec).with_attr("global_symbol", name), name)
+            self.kernels[spec] = add_kernel(self.bb, primfunc(spec), name)
         return self.kernels[spec]
 
     def __call__(self, orig, matches):

@@ -29,6 +29,7 @@ from sparsepass.codegen.target import canonical_target
 from sparsepass.passes.analysis import detect
 from sparsepass.passes.plan import DEFAULT_COST, DEFAULT_TOKENS, CostModel, Decision, choose
 from sparsepass.passes.relax.bindings import Bindings
+from sparsepass.passes.relax.kernels import add_kernel
 from sparsepass.passes.relax.report import append_report
 from sparsepass.passes.relax.sites import rewrite_sites
 from sparsepass.passes.report import LayerReport
@@ -191,8 +192,7 @@ class _Rewriter:
         if spec not in self.kernels:
             name = f"sparsepass_bsr_{spec.out_features}x{spec.in_features}_{spec.block[0]}x{spec.block[1]}_" \
                    f"{spec.layout}_{spec.epilogue}" + ("_residual" if spec.residual else "")
-            func = primfunc(spec).with_attr("global_symbol", name)
-            self.kernels[spec] = self.bb.add_func(func, name)
+            self.kernels[spec] = add_kernel(self.bb, primfunc(spec), name)
         return self.kernels[spec]
 
     def call_kernel(self, orig, x, weight, bias, residual, decision: Decision):
