@@ -257,3 +257,27 @@ def test_result_survives_deepcopy():
     fast = passes.sparsify_graph(fx.symbolic_trace(block_sparse_model()))
     x = torch.randn(4, 128)
     torch.testing.assert_close(copy.deepcopy(fast)(x), fast(x), rtol=0, atol=0)
+
+
+class ParallelBranches(nn.Module):
+    """Phi's block: the attention and MLP branches summed, the second computed after the first."""
+
+    def __init__(self):
+        super().__init__()
+        mask = torch.from_numpy(sps.block_mask(64, 64, (16, 1), 0.2, 3))
+        self.a, self.b = nn.Linear(64, 64), nn.Linear(64, 64)
+        with torch.no_grad():
+            self.a.weight.mul_(mask)
+            self.b.weight.mul_(mask.flip(0))
+
+    def forward(self, x):
+        return self.a(x) + self.b(torch.relu(x))
+
+
+def test_a_residual_computed_after_the_linear_is_fused_in_graph_order():
+    model, x = ParallelBranches().eval(), torch.randn(6, 64)
+    fast = passes.sparsify_graph(fx.symbolic_trace(model), example_inputs=(x,), options=ALWAYS)
+    fast.graph.lint()
+    assert sorted(layer.kernel for layer in fast.sparsepass_report) == ["bsr 16x1 rows", "bsr 16x1 rows +residual"]
+    bound = linear_error_bound(x, model.a.weight) + linear_error_bound(torch.relu(x), model.b.weight)
+    assert ((fast(x) - model(x)).abs() <= bound + torch.finfo(torch.float32).eps * model(x).abs()).all()

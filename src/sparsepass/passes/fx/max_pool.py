@@ -114,6 +114,6 @@ def rewrite_max_pool(gm: fx.GraphModule, site: PoolSite, target: dict) -> LayerR
     label = f"max pool {site.kernel[0]}x{site.kernel[1]}/{site.stride[0]}" + \
         (" +relu" if epilogue == "relu" else "")
     report = LayerReport(site.name, "max_pool2d", site.kernel, "-", None, label, REASON)
-    splice_call(gm, torch.ops.sparsepass.max_pool2d.default, first, site.node,
+    splice_call(gm, torch.ops.sparsepass.max_pool2d.default, site.node,
                 (x, spec.to_json(), site.name), (), report, chain(first, site.node))
     return report

@@ -143,7 +143,7 @@ class _Rewriter:
                last: fx.Node, residual: fx.Node | None) -> None:
         node = site.node
         erase = chain(node, last)
-        new = splice_call(self.gm, torch.ops.sparsepass.bsr_linear.default, node, last,
+        new = splice_call(self.gm, torch.ops.sparsepass.bsr_linear.default, last,
                           (site.x, residual, decision.kernel.to_json(), site.name), self.pack(site, decision),
                           report, erase)
         if site.x_view is not None and not site.x_view.users:  # the flattening the kernel does not need

@@ -70,13 +70,13 @@ def rewrite_conv(gm: fx.GraphModule, site: ConvSite, target: dict, fuse: bool) -
     if is_pattern:
         packed = pack(spec, site.weight.numpy(), bias)
         names = register_arrays(gm, site.name, {f: getattr(packed, f) for f in PACKED_FIELDS})
-        splice_call(gm, torch.ops.sparsepass.pattern_conv2d.default, site.node, last,
+        splice_call(gm, torch.ops.sparsepass.pattern_conv2d.default, last,
                     (site.x, residual, spec.to_json(), site.name), names, report, erase)
     else:
         packed = to_bsr(site.weight[:, :, 0, 0].numpy(), spec.block, spec.parts, bias)
         names = register_arrays(gm, site.name, {f: getattr(packed, f) for f in
                                                 ("data", "indices", "indptr", "parts", "bias")})
-        splice_call(gm, torch.ops.sparsepass.bsr_conv1x1.default, site.node, last,
+        splice_call(gm, torch.ops.sparsepass.bsr_conv1x1.default, last,
                     (site.x, spec.to_json(), site.name), names, report, erase)
     return report
 

@@ -35,14 +35,16 @@ def register_arrays(gm: fx.GraphModule, layer: str, arrays: dict[str, np.ndarray
     return names
 
 
-def splice_call(gm: fx.GraphModule, op, first: fx.Node, last: fx.Node, args: Sequence,
+def splice_call(gm: fx.GraphModule, op, last: fx.Node, args: Sequence,
                 buffer_names: Sequence[str], report, erase: Sequence[fx.Node]) -> fx.Node:
-    """Insert ``op(args[0], *buffers, *args[1:])`` before ``first``; it replaces ``last``.
+    """Insert ``op(args[0], *buffers, *args[1:])`` where ``last`` is; it replaces ``last``.
 
+    Not where the fused chain starts: a residual the call takes may be computed after
+    that (Phi adds its MLP branch, computed later, to its attention's output projection).
     ``erase`` lists the nodes the call makes dead, in graph order (erased in reverse).
     """
     graph = gm.graph
-    with graph.inserting_before(first):
+    with graph.inserting_before(last):
         buffers = [graph.get_attr(name) for name in buffer_names]
         new = graph.call_function(op, (args[0], *buffers, *args[1:]))
     new.meta.update({k: v for k, v in last.meta.items() if k != META_KEY})
