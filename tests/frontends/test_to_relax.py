@@ -28,3 +28,31 @@ class ValueBranch(nn.Module):
 def test_export_failure_names_the_model():
     with pytest.raises(SparsifyError, match=r"ValueBranch.*torch.export failed"):
         to_relax(ValueBranch().eval(), (torch.randn(3),))
+
+
+class PositionTable(nn.Module):
+    """A Hugging Face encoder's position embeddings: a table sliced to the input's length."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = nn.Embedding(512, 8)
+        self.register_buffer("positions", torch.arange(512)[None])
+
+    def forward(self, x):
+        return x + self.table(self.positions[:, : x.shape[1]])
+
+
+def test_dynamic_lengths_keep_known_shapes_after_a_slice_export_bounds():
+    import tvm
+
+    from sparsepass.codegen.target import canonical_target, tvm_target
+    from sparsepass.testing.relax import run_vm
+
+    model = PositionTable().eval()
+    mod = to_relax(model, (torch.randn(2, 16, 8),), dynamic_shapes="auto")
+    [out] = mod["main"].body.body.ty.fields
+    assert "T.min" not in str(mod["main"]) and int(out.shape.values[-1]) == 8  # a known shape
+    executable = tvm.compile(mod, target=tvm_target(canonical_target()))
+    for length in (16, 3, 512):
+        x = torch.randn(2, length, 8)
+        torch.testing.assert_close(run_vm(executable, x), model(x))

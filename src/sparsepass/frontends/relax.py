@@ -8,6 +8,7 @@ import torch
 
 from sparsepass.errors import SparsifyError
 from sparsepass.frontends.dynamic import export_dynamic_shapes, narrowed_to_symbolic
+from sparsepass.frontends.relax_bounds import mark_inbound_slices
 
 
 def to_relax(model: torch.nn.Module, example_inputs: Sequence[Any], *, dynamic_shapes: Any = None):
@@ -40,11 +41,12 @@ def to_relax(model: torch.nn.Module, example_inputs: Sequence[Any], *, dynamic_s
                             "a submodule.") from err
     _integer_cumsums_count_in_int64(program)
     try:
-        return from_exported_program(program, keep_params_as_input=False)
+        mod = from_exported_program(program, keep_params_as_input=False)
     except Exception as err:
         first = str(err).splitlines()[0] if str(err) else ""
         raise SparsifyError(f"<root> ({name})", f"TVM's torch importer failed: {type(err).__name__}: "
                             f"{first}") from err
+    return mod if dynamic_shapes is None else mark_inbound_slices(mod)
 
 
 def _integer_cumsums_count_in_int64(program) -> None:

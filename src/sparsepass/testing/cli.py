@@ -34,22 +34,32 @@ def load_factory(spec: str):
     return getattr(module, name)
 
 
-def _candidate(model, inputs, path: str):
-    if path == "fx":
-        from sparsepass import frontends, passes
+def _shapes(args: tuple) -> tuple:
+    return tuple(tuple(a.shape) if hasattr(a, "shape") else None for a in args)
 
-        fast = passes.sparsify_graph(frontends.trace(model, inputs[0]), example_inputs=inputs[0])
+
+def _candidate(model, inputs, path: str):
+    """The sparsified model and its report; captured with dynamic shapes when the input sets
+    differ in shape (a graph torch.export captured runs only at the shapes it saw)."""
+    from sparsepass import frontends
+
+    dynamic = "auto" if len({_shapes(i) for i in inputs}) > 1 else None
+    if path == "fx":
+        from sparsepass import passes
+
+        fast = passes.sparsify_graph(frontends.trace(model, inputs[0], dynamic_shapes=dynamic),
+                                     example_inputs=inputs[0])
         return fast, fast.sparsepass_report
     import tvm
 
-    from sparsepass import frontends
     from sparsepass.codegen.target import canonical_target, tvm_target
     from sparsepass.passes import relax as sp
 
-    mod = frontends.to_relax(model, inputs[0])
-    lowered_report = sp.report(sp.SparsifyLinear()(mod))
-    executable = tvm.compile(mod, target=tvm_target(canonical_target()), relax_pipeline=sp.pipeline())
-    return executable, lowered_report
+    mod = frontends.to_relax(model, inputs[0], dynamic_shapes=dynamic)
+    target = tvm_target(canonical_target())
+    with target:
+        report = sp.report(tvm.transform.Sequential(sp.sparsepass_passes())(mod))
+    return tvm.compile(mod, target=target, relax_pipeline=sp.pipeline()), report
 
 
 def main(argv=None) -> int:
