@@ -48,3 +48,14 @@ def test_sparse_optimizer_prunes_conv1d_layers():
     masks = opt.finalize()
     assert masks[""].shape == (64, 32) and torch.equal(model.weight.t() != 0, masks[""])
     assert float(masks[""].float().mean()) == pytest.approx(0.25)
+
+
+def test_multihead_attention_packed_projection_is_pruned_without_mixing_q_k_v():
+    torch.manual_seed(0)
+    attention = nn.MultiheadAttention(64, 4)
+    masks = prune.prune_linears(nn.Sequential(attention), (32, 1), 0.25)
+    assert set(masks) == {"0", "0.out_proj"} and masks["0"].shape == (192, 64)
+    assert torch.equal(attention.in_proj_weight != 0, masks["0"])
+    blocks = (attention.in_proj_weight != 0).reshape(6, 32, 64)  # 32-row blocks: 2 per q, k and v
+    assert bool((blocks.all(dim=1) | ~blocks.any(dim=1)).all())
+    assert linear_weight(nn.MultiheadAttention(64, 4, kdim=32, vdim=32)) is None  # three weights: not pruned

@@ -5,7 +5,11 @@ The kernels and every structure here read a weight as [out, in] (convs as
 projections) is a linear layer that stores its weight as [in, out] and computes
 ``x @ W + b``; pruning the transposed view in place keeps its blocks R outputs
 by C inputs, as the BSR kernels run them, and sparsify_graph rewrites its
-``addmm(b, x, W)``.
+``addmm(b, x, W)``. ``nn.MultiheadAttention`` (PyTorch's own transformers,
+torchvision's ViT) projects q, k and v with one packed [3E, E] weight,
+``in_proj_weight``; with E a multiple of the block height its blocks never mix
+q, k and v rows. (An attention with other key/value sizes keeps three separate
+weights and is not pruned here.)
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ def linear_weight(module: nn.Module) -> torch.Tensor | None:
         return module.weight
     if is_hf_conv1d(module):
         return module.weight.t()
+    if isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None:
+        return module.in_proj_weight
     return None
 
 
