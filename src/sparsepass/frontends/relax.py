@@ -9,6 +9,7 @@ import torch
 from sparsepass.errors import SparsifyError
 from sparsepass.frontends.dynamic import export_dynamic_shapes, narrowed_to_symbolic
 from sparsepass.frontends.relax_bounds import mark_inbound_slices
+from sparsepass.passes.relax.names import digest, with_names
 
 
 def to_relax(model: torch.nn.Module, example_inputs: Sequence[Any], *, dynamic_shapes: Any = None):
@@ -46,7 +47,17 @@ def to_relax(model: torch.nn.Module, example_inputs: Sequence[Any], *, dynamic_s
         first = str(err).splitlines()[0] if str(err) else ""
         raise SparsifyError(f"<root> ({name})", f"TVM's torch importer failed: {type(err).__name__}: "
                             f"{first}") from err
-    return mod if dynamic_shapes is None else mark_inbound_slices(mod)
+    mod = mod if dynamic_shapes is None else mark_inbound_slices(mod)
+    return with_names(mod, _weight_names(model))
+
+
+def _weight_names(model: torch.nn.Module) -> dict[str, str]:
+    """Digest -> layer name of each weight a sparsepass pass may rewrite (2-D and 4-D)."""
+    names = {}
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.dim() in (2, 4) and tensor.dtype.is_floating_point:
+            names.setdefault(digest(tensor.detach().cpu().numpy()), name.removesuffix(".weight"))
+    return names
 
 
 def _integer_cumsums_count_in_int64(program) -> None:

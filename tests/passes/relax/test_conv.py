@@ -55,6 +55,9 @@ def test_pattern_pruned_resnet18_through_the_relax_pipeline(host):
     mod = frontends.to_relax(model, (x,))
     lowered = sp.pipeline()(mod)
     assert "pattern_conv" in set(sparsepass_kernels(lowered).values())
+    # Each conv reported once, by its PyTorch name (through BatchNorm folding and filter reorder).
+    convs = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    assert sorted(layer.name for layer in sp.report(lowered) if layer.op == "relax.nn.conv2d") == sorted(convs)
     assert_equivalent(model, tvm.compile(mod, target=host, relax_pipeline=sp.pipeline()), [x])
 
 

@@ -49,6 +49,8 @@ def pruned_bert_build(host):
 def test_pruned_bert_encoder_equals_pytorch(pruned_bert_build):
     model, config, x, lowered, executable = pruned_bert_build
     assert sp.report(lowered).rewritten == 12  # 6 linears per layer, 2 layers
+    linears = [f"encoder.{name}" for name, m in model.encoder.named_modules() if isinstance(m, torch.nn.Linear)]
+    assert [layer.name for layer in sp.report(lowered)] == linears  # PyTorch's names, in order
     kernels = set(sparsepass_kernels(lowered).values())
     assert {"bsr_linear.rows", "dense_matmul"} <= kernels
     expected = model(x)

@@ -20,6 +20,8 @@ import dataclasses
 import numpy as np
 from tvm import ir, relax
 
+from sparsepass.passes.relax.names import constant_names, passed_on, with_names
+
 _ZERO_PRESERVING = ("relax.nn.relu", "relax.nn.gelu", "relax.nn.gelu_tanh", "relax.nn.silu", "relax.tanh")
 
 
@@ -172,8 +174,8 @@ class _Substitute(relax.PyExprMutator):
 
 def substitute_constants(mod: ir.IRModule, gvar, mapping: dict) -> ir.IRModule:
     """A copy of ``mod`` whose function ``gvar`` has constants replaced (old Constant -> new
-    numpy array); every shape downstream is re-inferred."""
+    numpy array); every shape downstream is re-inferred, and a new weight keeps its layer's name."""
     consts = {old: relax.const(np.ascontiguousarray(new)) for old, new in mapping.items()}
     out = ir.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
     out[gvar] = _Substitute(mod, consts).visit_expr(mod[gvar])
-    return out
+    return with_names(out, passed_on(constant_names(mod), [(_value(old), new) for old, new in mapping.items()]))

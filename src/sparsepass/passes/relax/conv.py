@@ -30,6 +30,7 @@ from sparsepass.passes.conv_analysis import detect_conv
 from sparsepass.passes.plan import choose_conv
 from sparsepass.passes.relax.bindings import site_key
 from sparsepass.passes.relax.kernels import add_kernel
+from sparsepass.passes.relax.names import constant_names, layer_name, passed_on, with_names
 from sparsepass.passes.relax.report import append_report
 from sparsepass.passes.report import LayerReport
 
@@ -64,6 +65,7 @@ def rewrite_functions(mod: ir.IRModule, pattern, rewriter) -> relax.BlockBuilder
 
 class _FoldBN:
     def __init__(self):
+        self.folded = []  # (conv weight, folded weight): the folded one keeps the layer's name
         self.x, self.w, self.bias = wildcard(), is_const(), is_const() | is_op("relax.reshape")(is_const(), wildcard())
         self.conv = is_op("relax.nn.conv2d")(self.x, self.w)
         base = is_op("relax.add")(self.conv, self.bias) | self.conv
@@ -83,6 +85,7 @@ class _FoldBN:
 
         new_w, new_b = fuse_conv_bn_weights(weight, None if bias is None else torch.from_numpy(bias).reshape(-1),
                                             mean, var, float(bn.attrs.epsilon), gamma, beta)
+        self.folded.append((weight.numpy(), new_w.detach().numpy()))
         out = relax.op.nn.conv2d(matches[self.x], relax.const(new_w.detach().numpy()),
                                  strides=attrs["strides"], padding=attrs["padding"],
                                  dilation=attrs["dilation"], groups=attrs["groups"])
@@ -94,14 +97,16 @@ def FoldBatchNorm():  # noqa: N802
 
     def transform(mod, _ctx):
         folder = _FoldBN()
-        return rewrite_functions(mod, folder.pattern, folder).get()
+        folded = rewrite_functions(mod, folder.pattern, folder).get()
+        return with_names(folded, passed_on(constant_names(mod), folder.folded))
 
     return ir.transform.module_pass(transform, opt_level=1, name="sparsepass.FoldBatchNorm")
 
 
 class _SparsifyConv:
-    def __init__(self, target: dict):
+    def __init__(self, target: dict, names: dict):
         self.target, self.kernels, self.layers, self.replacements = target, {}, {}, {}
+        self.names = names
         self.x, self.w, self.r = wildcard(), is_const(), wildcard()
         self.b = is_const() | is_op("relax.reshape")(is_const(), wildcard())
         self.conv = is_op("relax.nn.conv2d")(self.x, self.w)
@@ -124,10 +129,15 @@ class _SparsifyConv:
             self.replacements[key] = self.replace(orig, matches)
         return self.replacements[key]
 
+    def name(self, weight: np.ndarray) -> str:
+        return layer_name(self.names, weight, f"conv{len(self.layers)}")
+
     def replace(self, orig, matches):
         conv = matches[self.conv]
         x, out_shape = matches[self.x], conv.ty.shape
-        key = site_key(orig, matches, (self.w, self.b, self.x, self.r))  # one report entry per site
+        # One report entry per weight: rewrite_call offers a conv it left dense again (as the conv
+        # alone, with its bias add, with a new input), which must not repeat the entry.
+        key = matches[self.w]
         attrs = _conv_attrs(conv)
         bias = _value(matches[self.b]) if self.b in matches else None
         residual = matches.get(self.r)
@@ -152,17 +162,19 @@ class _SparsifyConv:
         if residual is not None and decision.kernel is not None and not is_pattern:
             return orig  # the 1x1 kernel fuses no residual: let the visit of the conv itself decide
         if decision.kernel is None:
-            self.layers[key] = LayerReport(f"conv{len(self.layers)}", "relax.nn.conv2d", structure.shape,
-                                           structure.summary(), structure.density, "dense", decision.reason)
+            if key not in self.layers:
+                self.layers[key] = LayerReport(self.name(weight), "relax.nn.conv2d", structure.shape,
+                                               structure.summary(), structure.density, "dense", decision.reason)
             return orig
         bias_vector = None if bias is None else bias.reshape(-1)
         spec = dataclasses.replace(decision.kernel, epilogue=epilogue,
                                    **({"residual": residual is not None} if is_pattern else {}))
         label = ("pattern conv" if is_pattern else f"bsr {spec.block[0]}x{spec.block[1]} channels") + \
             (" +residual" if residual is not None else "") + ("" if epilogue == "none" else " +relu")
-        self.layers[key] = LayerReport(f"conv{len(self.layers)}", "relax.nn.conv2d", structure.shape,
-                                       structure.summary(), structure.density, label, decision.reason,
-                                       decision.estimated_speedup)
+        if key not in self.layers or self.layers[key].kernel == "dense":  # the first (outermost) match
+            self.layers[key] = LayerReport(self.name(weight), "relax.nn.conv2d", structure.shape,
+                                           structure.summary(), structure.density, label, decision.reason,
+                                           decision.estimated_speedup)
         out_ty = relax.TensorType(out_shape, "float32")
         if is_pattern:
             packed = pack(spec, weight, bias_vector)
@@ -190,7 +202,7 @@ def SparsifyConv2d(target=None):  # noqa: N802
     """A Relax module pass: PCONV 3x3 and sparse 1x1 conv2d layers -> sparsepass kernels."""
 
     def transform(mod, _ctx):
-        rewriter = _SparsifyConv(canonical_target(target))
+        rewriter = _SparsifyConv(canonical_target(target), constant_names(mod))
         bb = rewrite_functions(mod, rewriter.pattern, rewriter)
         return append_report(bb.get(), list(rewriter.layers.values()))
 

@@ -30,6 +30,7 @@ from sparsepass.passes.analysis import detect
 from sparsepass.passes.plan import DEFAULT_COST, DEFAULT_TOKENS, CostModel, Decision, choose
 from sparsepass.passes.relax.bindings import Bindings
 from sparsepass.passes.relax.kernels import add_kernel
+from sparsepass.passes.relax.names import constant_names, layer_name
 from sparsepass.passes.relax.report import append_report
 from sparsepass.passes.relax.sites import rewrite_sites
 from sparsepass.passes.report import LayerReport
@@ -145,8 +146,8 @@ def _static_rows(x) -> int | None:
 class _Rewriter:
     """Rewrites matches in the functions of one module; adds kernels through ``bb``."""
 
-    def __init__(self, bb: relax.BlockBuilder, target: dict, options: SparsifyLinearOptions):
-        self.bb, self.target, self.options = bb, target, options
+    def __init__(self, bb: relax.BlockBuilder, target: dict, options: SparsifyLinearOptions, names: dict):
+        self.bb, self.target, self.options, self.names = bb, target, options, names
         self.kernels: dict = {}
         self.layers: list[LayerReport] = []  # one per rewritten or examined site, in binding order
 
@@ -172,19 +173,19 @@ class _Rewriter:
             decision = Decision(None, f"input dtype is {x.ty.dtype}; sparse kernels are float32 only")
         if decision.kernel is not None and residual is not None:
             decision = dataclasses.replace(decision, kernel=dataclasses.replace(decision.kernel, residual=True))
-        self.record(structure, decision)
+        self.record(_numpy(matches[pattern.w]), structure, decision)
         if decision.kernel is None:
             return None
         return self.call_kernel(orig, remap(x), weight, None if bias is None else bias.reshape(-1),
                                 None if residual is None else remap(residual), decision)
 
-    def record(self, structure, decision: Decision) -> None:
+    def record(self, constant: np.ndarray, structure, decision: Decision) -> None:
         spec = decision.kernel
         kernel = "dense" if spec is None else (
             f"bsr {spec.block[0]}x{spec.block[1]} {spec.layout}" + (" +residual" if spec.residual else "")
             + ("" if spec.epilogue == "none" else f" +{spec.epilogue}"))
         self.layers.append(LayerReport(
-            f"linear{len(self.layers)}", "relax.matmul", structure.shape, structure.summary(),
+            layer_name(self.names, constant, f"linear{len(self.layers)}"), "relax.matmul", structure.shape, structure.summary(),
             structure.density, kernel, decision.reason,
             decision.estimated_speedup if decision.sparse_cost else None))
 
@@ -253,7 +254,7 @@ def outermost_matches(func: relax.Function, pattern) -> dict:
 def sparsify_linear_module(mod: ir.IRModule, target, options: SparsifyLinearOptions) -> ir.IRModule:
     """The transformation behind SparsifyLinear, as a plain function."""
     bb = relax.BlockBuilder(mod)
-    rewriter = _Rewriter(bb, canonical_target(target), options)
+    rewriter = _Rewriter(bb, canonical_target(target), options, constant_names(mod))
     for gvar, func in mod.functions_items():
         if isinstance(func, relax.Function):
             bb.update_func(gvar, rewriter.rewrite(func))
