@@ -84,3 +84,11 @@ def test_a_conv_applied_twice_is_rewritten_at_each_site(host):
 
     for actual, expected in zip(vm_call(executable, (x,)), model(x)):
         torch.testing.assert_close(torch.from_numpy(actual.numpy()), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_every_kernel_left_in_the_module_is_called():
+    """A conv rewritten alone before its ReLU and residual are fused leaves no kernel behind."""
+    model = ConvBnRelu(residual=True).eval()
+    mod = tvm.transform.Sequential([sp.FoldBatchNorm(), sp.SparsifyConv2d()])(
+        frontends.to_relax(model, (torch.randn(1, 8, 9, 9),)))
+    assert set(sparsepass_kernels(mod)) == set(call_tir_targets(mod))

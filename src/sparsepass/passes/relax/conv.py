@@ -29,7 +29,7 @@ from sparsepass.codegen.target import canonical_target
 from sparsepass.passes.conv_analysis import detect_conv
 from sparsepass.passes.plan import choose_conv
 from sparsepass.passes.relax.bindings import site_key
-from sparsepass.passes.relax.kernels import add_kernel
+from sparsepass.passes.relax.kernels import add_kernel, drop_uncalled_kernels
 from sparsepass.passes.relax.names import constant_names, layer_name, passed_on, with_names
 from sparsepass.passes.relax.report import append_report
 from sparsepass.passes.report import LayerReport
@@ -204,6 +204,6 @@ def SparsifyConv2d(target=None):  # noqa: N802
     def transform(mod, _ctx):
         rewriter = _SparsifyConv(canonical_target(target), constant_names(mod))
         bb = rewrite_functions(mod, rewriter.pattern, rewriter)
-        return append_report(bb.get(), list(rewriter.layers.values()))
+        return append_report(drop_uncalled_kernels(bb.get()), list(rewriter.layers.values()))
 
     return ir.transform.module_pass(transform, opt_level=1, name="sparsepass.SparsifyConv2d")
