@@ -13,6 +13,13 @@ from sparsepass.testing.models import ResNet18, randomize_batchnorm
 from sparsepass.testing.relax import call_tir_targets, relax_ops, sparsepass_kernels
 
 
+def pattern_pruned_conv(c=8, bias=True) -> nn.Conv2d:
+    conv = nn.Conv2d(c, c, 3, padding=1, bias=bias)
+    with torch.no_grad():
+        conv.weight.mul_(torch.from_numpy(sps.pattern_mask(c, c, 4, 4, 0.5, 0)))
+    return conv
+
+
 class ConvBnRelu(nn.Module):
     def __init__(self, c=8, residual=True):
         super().__init__()
@@ -66,9 +73,7 @@ class SharedConv(nn.Module):
 
     def __init__(self, c=8):
         super().__init__()
-        self.conv = nn.Conv2d(c, c, 3, padding=1)
-        with torch.no_grad():
-            self.conv.weight.mul_(torch.from_numpy(sps.pattern_mask(c, c, 4, 4, 0.5, 0)))
+        self.conv = pattern_pruned_conv(c)
 
     def forward(self, x):
         y = torch.relu(self.conv(x) + x)
@@ -92,3 +97,44 @@ def test_every_kernel_left_in_the_module_is_called():
     mod = tvm.transform.Sequential([sp.FoldBatchNorm(), sp.SparsifyConv2d()])(
         frontends.to_relax(model, (torch.randn(1, 8, 9, 9),)))
     assert set(sparsepass_kernels(mod)) == set(call_tir_targets(mod))
+
+
+class ConvPlusRow(nn.Module):
+    """A constant added along the width, as many values as there are channels: no bias."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        self.conv = pattern_pruned_conv(c, bias=False)
+        self.register_buffer("row", torch.arange(c, dtype=torch.float32))
+
+    def forward(self, x):
+        return torch.relu(self.conv(x) + self.row)
+
+
+def test_a_constant_broadcast_along_the_width_is_not_fused_as_the_bias(host):
+    model, x = ConvPlusRow().eval(), torch.randn(1, 8, 8, 8)  # width 8 = channels 8
+    mod = sp.SparsifyConv2d()(frontends.to_relax(model, (x,)))
+    assert sp.report(mod)[0].kernel == "pattern conv"  # the add and the ReLU stay outside
+    assert_equivalent(model, tvm.compile(mod, target=host), [x])
+
+
+class ConvOutputUsedTwice(nn.Module):
+    def __init__(self, c=8):
+        super().__init__()
+        self.conv = pattern_pruned_conv(c)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return torch.relu(y), y * 2
+
+
+def test_a_conv_whose_output_has_other_users_runs_once(host):
+    model, x = ConvOutputUsedTwice().eval(), torch.randn(1, 8, 9, 9)
+    mod = sp.SparsifyConv2d()(frontends.to_relax(model, (x,)))
+    assert "relax.nn.conv2d" not in relax_ops(mod) and len(call_tir_targets(mod)) == 1
+    assert [layer.kernel for layer in sp.report(mod)] == ["pattern conv"]
+    executable = tvm.compile(mod, target=host)
+    from sparsepass.testing.relax import vm_call
+
+    for actual, expected in zip(vm_call(executable, (x,)), model(x)):
+        torch.testing.assert_close(torch.from_numpy(actual.numpy()), expected, rtol=1e-5, atol=1e-5)

@@ -257,6 +257,26 @@ def test_a_constant_add_that_is_no_bias_stays_outside_the_kernel(host):
     torch.testing.assert_close(run_vm(tvm.compile(after, target=host), x), model(x), rtol=1e-5, atol=1e-5)
 
 
+class PerTokenConstant(nn.Module):
+    """A constant with one value per token (shaped [tokens, 1]), as many as the layer's outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = pruned(64, 64, (16, 1), 0.2, bias=False)
+        self.register_buffer("constant", torch.arange(64, dtype=torch.float32).reshape(64, 1))
+
+    def forward(self, x):
+        return torch.relu(self.linear(x) + self.constant)
+
+
+def test_a_constant_with_as_many_values_as_outputs_along_tokens_is_no_bias(host):
+    model, x = PerTokenConstant().eval(), torch.randn(64, 64)
+    after = sp.SparsifyLinear(options=ALWAYS)(frontends.to_relax(model, (x,)))
+    [layer] = sp.report(after)
+    assert layer.kernel == "bsr 16x1 rows"  # the add and the ReLU stay outside
+    torch.testing.assert_close(run_vm(tvm.compile(after, target=host), x), model(x), rtol=1e-5, atol=1e-5)
+
+
 class SharedLinear(nn.Module):
     """One pruned linear applied at three sites (ALBERT shares its layers' weights)."""
 

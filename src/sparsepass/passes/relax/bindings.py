@@ -42,11 +42,3 @@ class Bindings:
         if any(operand in folded for operand in operands):
             return False
         return all(self.users(value) == 1 for value in inner)
-
-
-def site_key(root: relax.Call, matches, leaves) -> tuple:
-    """What identifies one rewrite site while rewrite_call rebuilds the calls around it: the root
-    op and what the pattern's ``leaves`` matched (variables and constants keep their identity).
-    Two sites with the same key compute the same value, so they may share a replacement; keying
-    by the weight alone gave a layer applied twice (ALBERT's shared layers) one result for both."""
-    return (root.op.name, *(matches[leaf] if leaf in matches else None for leaf in leaves))

@@ -8,12 +8,15 @@ SparsifyConv2d matches ``conv2d(x, W)`` with a constant W, an optional bias
 add, an optional residual add and an optional ReLU, and rewrites 3x3 PCONV
 layers to ``R.call_tir`` of the pattern conv kernel (all of it fused) and
 sparse 1x1 layers to the BSR "channels" kernel (bias and ReLU fused), using
-the same analysis, planner and generators as the torch.fx path.
+the same analysis, planner and generators as the torch.fx path. Like
+SparsifyLinear it decides on the original function (outermost matches whose
+folded values have no other use, `sites.py`) and reports each site once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 import torch
@@ -27,11 +30,11 @@ from sparsepass.codegen.pattern_format import FIELDS as PACKED_FIELDS
 from sparsepass.codegen.pattern_format import pack
 from sparsepass.codegen.target import canonical_target
 from sparsepass.passes.conv_analysis import detect_conv
-from sparsepass.passes.plan import choose_conv
-from sparsepass.passes.relax.bindings import site_key
-from sparsepass.passes.relax.kernels import add_kernel, drop_uncalled_kernels
+from sparsepass.passes.plan import Decision, choose_conv
+from sparsepass.passes.relax.kernels import add_kernel
 from sparsepass.passes.relax.names import constant_names, layer_name, passed_on, with_names
 from sparsepass.passes.relax.report import append_report
+from sparsepass.passes.relax.sites import outermost_matches, rewrite_sites
 from sparsepass.passes.report import LayerReport
 
 
@@ -103,17 +106,46 @@ def FoldBatchNorm():  # noqa: N802
     return ir.transform.module_pass(transform, opt_level=1, name="sparsepass.FoldBatchNorm")
 
 
-class _SparsifyConv:
-    def __init__(self, target: dict, names: dict):
-        self.target, self.kernels, self.layers, self.replacements = target, {}, {}, {}
-        self.names = names
+class _ConvPattern:
+    """The dpl pattern of one conv layer with its epilogue, with handles on its parts."""
+
+    def __init__(self):
         self.x, self.w, self.r = wildcard(), is_const(), wildcard()
         self.b = is_const() | is_op("relax.reshape")(is_const(), wildcard())
         self.conv = is_op("relax.nn.conv2d")(self.x, self.w)
         self.biased = is_op("relax.add")(self.conv, self.b) | is_op("relax.add")(self.b, self.conv)
         base = self.biased | self.conv
         self.res = is_op("relax.add")(base, self.r) | is_op("relax.add")(self.r, base)
-        self.pattern = is_op("relax.nn.relu")(self.res) | is_op("relax.nn.relu")(base) | self.res | base
+        self.root = is_op("relax.nn.relu")(self.res) | is_op("relax.nn.relu")(base) | self.res | base
+        #: sub-patterns whose matches are part of the layer (not operands such as x or r)
+        self.parts = (self.conv, self.biased, self.res)
+        self.operands = (self.x, self.r)
+
+
+@dataclasses.dataclass
+class _Site:
+    """What one match would run: the planner's decision and the epilogue it folds in."""
+
+    weight: np.ndarray
+    structure: object
+    decision: Decision
+    bias: np.ndarray | None
+    bias_expr: relax.Expr | None  # the constant added (maybe reshaped), whose shape says how it broadcasts
+    residual: relax.Expr | None
+    epilogue: str
+
+    @property
+    def is_pattern(self) -> bool:
+        return isinstance(self.decision.kernel, ConvSpec)
+
+
+class _SparsifyConv:
+    """Rewrites the conv sites of one module's functions; adds kernels through ``bb``."""
+
+    def __init__(self, bb: relax.BlockBuilder, target: dict, names: dict):
+        self.bb, self.target, self.names = bb, target, names
+        self.kernels, self.layers = {}, []
+        self.pattern = _ConvPattern()
 
     def kernel(self, spec):
         if spec not in self.kernels:
@@ -122,73 +154,98 @@ class _SparsifyConv:
             self.kernels[spec] = add_kernel(self.bb, primfunc(spec), name)
         return self.kernels[spec]
 
-    def __call__(self, orig, matches):
-        # rewrite_call may offer a match again (after rebuilding calls): same answer each time.
-        key = site_key(orig, matches, (self.w, self.b, self.x, self.r))
-        if key not in self.replacements:
-            self.replacements[key] = self.replace(orig, matches)
-        return self.replacements[key]
-
-    def name(self, weight: np.ndarray) -> str:
-        return layer_name(self.names, weight, f"conv{len(self.layers)}")
-
-    def replace(self, orig, matches):
-        conv = matches[self.conv]
-        x, out_shape = matches[self.x], conv.ty.shape
-        # One report entry per weight: rewrite_call offers a conv it left dense again (as the conv
-        # alone, with its bias add, with a new input), which must not repeat the entry.
-        key = matches[self.w]
-        attrs = _conv_attrs(conv)
-        bias = _value(matches[self.b]) if self.b in matches else None
-        residual = matches.get(self.r)
-        if residual is not None and _value(residual) is not None and bias is None:
-            bias, residual = _value(residual), None  # the "residual" was the bias add
-        if residual is not None and not _same_shape(residual, conv):
-            return orig
-        epilogue = "relu" if getattr(orig.op, "name", "") == "relax.nn.relu" else "none"
-        weight = _value(matches[self.w])
+    def site(self, root, matches) -> _Site:
+        p = self.pattern
+        conv, x = matches[p.conv], matches[p.x]
+        weight = _value(matches[p.w])
         structure = detect_conv(weight)
+        bias_expr, residual = matches.get(p.b), matches.get(p.r)
+        if residual is not None and _value(residual) is not None and bias_expr is None:
+            bias_expr, residual = residual, None  # the "residual" was the bias add
+        bias = None if bias_expr is None else _value(bias_expr)
+        epilogue = "relu" if getattr(root.op, "name", "") == "relax.nn.relu" else "none"
+        return _Site(weight, structure, self.decide(conv, x, structure), bias, bias_expr, residual, epilogue)
+
+    def decide(self, conv, x, structure) -> Decision:
+        attrs = _conv_attrs(conv)
+        if attrs["data_layout"] != "NCHW" or attrs["kernel_layout"] != "OIHW":
+            return Decision(None, f"layout {attrs['data_layout']}/{attrs['kernel_layout']}; "
+                                  "sparse conv kernels take NCHW/OIHW")
+        if attrs["padding"][:2] != attrs["padding"][2:]:
+            return Decision(None, f"asymmetric padding {attrs['padding']}")
         try:
             shape = [int(d) for d in x.ty.shape.values]
-        except TypeError:
-            return orig
+        except (TypeError, AttributeError):
+            return Decision(None, "input shape is not static; conv kernels are specialised to it")
         params = {"stride": tuple(attrs["strides"]), "padding": tuple(attrs["padding"][:2]),
                   "dilation": tuple(attrs["dilation"]), "groups": attrs["groups"], "batch": shape[0],
                   "height": shape[2], "width": shape[3]}
-        if attrs["data_layout"] != "NCHW" or attrs["padding"][:2] != attrs["padding"][2:]:
-            return orig
-        decision = choose_conv(structure, params, self.target)
-        is_pattern = isinstance(decision.kernel, ConvSpec)
-        if residual is not None and decision.kernel is not None and not is_pattern:
-            return orig  # the 1x1 kernel fuses no residual: let the visit of the conv itself decide
-        if decision.kernel is None:
-            if key not in self.layers:
-                self.layers[key] = LayerReport(self.name(weight), "relax.nn.conv2d", structure.shape,
-                                               structure.summary(), structure.density, "dense", decision.reason)
-            return orig
-        bias_vector = None if bias is None else bias.reshape(-1)
-        spec = dataclasses.replace(decision.kernel, epilogue=epilogue,
-                                   **({"residual": residual is not None} if is_pattern else {}))
-        label = ("pattern conv" if is_pattern else f"bsr {spec.block[0]}x{spec.block[1]} channels") + \
-            (" +residual" if residual is not None else "") + ("" if epilogue == "none" else " +relu")
-        if key not in self.layers or self.layers[key].kernel == "dense":  # the first (outermost) match
-            self.layers[key] = LayerReport(self.name(weight), "relax.nn.conv2d", structure.shape,
-                                           structure.summary(), structure.density, label, decision.reason,
-                                           decision.estimated_speedup)
-        out_ty = relax.TensorType(out_shape, "float32")
-        if is_pattern:
-            packed = pack(spec, weight, bias_vector)
+        return choose_conv(structure, params, self.target)
+
+    def fusable(self, root, matches) -> bool:
+        """Whether the kernel the planner picks takes every add of the match: a bias of one value
+        per filter, and a residual shaped like the output only for pattern convs."""
+        site = self.site(root, matches)
+        if site.bias is not None and not _per_channel(site.bias_expr, site.weight.shape[0]):
+            return False
+        if site.residual is None:
+            return True
+        # a sparse 1x1 kernel fuses no residual: the conv with its bias is the site then
+        return _same_shape(site.residual, matches[self.pattern.conv]) and (
+            site.decision.kernel is None or site.is_pattern)
+
+    def replace(self, root, matches, remap):
+        """The kernel call replacing the match rooted at ``root`` (None: it stays dense)."""
+        site = self.site(root, matches)
+        self.record(site)
+        if site.decision.kernel is None:
+            return None
+        conv = matches[self.pattern.conv]
+        x, out_shape = remap(matches[self.pattern.x]), conv.ty.shape
+        bias_vector = None if site.bias is None else site.bias.reshape(-1)
+        spec = dataclasses.replace(site.decision.kernel, epilogue=site.epilogue,
+                                   **({"residual": site.residual is not None} if site.is_pattern else {}))
+        if site.is_pattern:
+            packed = pack(spec, site.weight, bias_vector)
             arrays = [relax.const(getattr(packed, f)) for f in PACKED_FIELDS]
-            extra = residual if residual is not None else relax.const(np.zeros(1, np.float32))
-            return relax.call_tir(self.kernel(spec), [x, *arrays, extra], out_ty=out_ty)
-        packed = to_bsr(weight[:, :, 0, 0], spec.block, spec.parts, bias_vector)
+            extra = remap(site.residual) if site.residual is not None else relax.const(np.zeros(1, np.float32))
+            return relax.call_tir(self.kernel(spec), [x, *arrays, extra],
+                                  out_ty=relax.TensorType(out_shape, "float32"))
+        packed = to_bsr(site.weight[:, :, 0, 0], spec.block, spec.parts, bias_vector)
         arrays = [relax.const(getattr(packed, f)) for f in ("data", "indices", "indptr", "parts", "bias")]
         arrays.append(relax.const(np.zeros(1, np.float32)))  # no residual
-        n, c, h, w = shape
+        n, c, h, w = (int(d) for d in matches[self.pattern.x].ty.shape.values)
         flat = relax.op.reshape(x, [n, c, h * w])
         out = relax.call_tir(self.kernel(spec), [flat, *arrays],
                              out_ty=relax.TensorType([n, spec.out_features, h * w], "float32"))
         return relax.op.reshape(out, out_shape)
+
+    def record(self, site: _Site) -> None:
+        spec = site.decision.kernel
+        if spec is None:
+            label = "dense"
+        else:
+            label = ("pattern conv" if site.is_pattern else f"bsr {spec.block[0]}x{spec.block[1]} channels") + \
+                (" +residual" if site.residual is not None else "") + ("" if site.epilogue == "none" else " +relu")
+        name = layer_name(self.names, site.weight, f"conv{len(self.layers)}")
+        self.layers.append(LayerReport(name, "relax.nn.conv2d", site.structure.shape, site.structure.summary(),
+                                       site.structure.density, label, site.decision.reason,
+                                       None if spec is None else site.decision.estimated_speedup))
+
+    def rewrite(self, func: relax.Function) -> relax.Function:
+        found = outermost_matches(func, self.pattern, self.fusable)
+        return rewrite_sites(func, {var: functools.partial(self.replace, root, matches)
+                                    for var, (root, matches) in found.items()})
+
+
+def _per_channel(bias: relax.Expr, channels: int) -> bool:
+    """Whether adding ``bias`` to an NCHW output adds one value per channel: shaped [C, 1, 1] or
+    [1, C, 1, 1] (a [C] vector would broadcast along the width instead)."""
+    try:
+        dims = [int(d) for d in bias.ty.shape.values]
+    except (TypeError, AttributeError):
+        return False
+    return len(dims) in (3, 4) and dims[-3] == channels and dims[-2:] == [1, 1] and all(d == 1 for d in dims[:-3])
 
 
 def _same_shape(expr, conv) -> bool:
@@ -202,8 +259,11 @@ def SparsifyConv2d(target=None):  # noqa: N802
     """A Relax module pass: PCONV 3x3 and sparse 1x1 conv2d layers -> sparsepass kernels."""
 
     def transform(mod, _ctx):
-        rewriter = _SparsifyConv(canonical_target(target), constant_names(mod))
-        bb = rewrite_functions(mod, rewriter.pattern, rewriter)
-        return append_report(drop_uncalled_kernels(bb.get()), list(rewriter.layers.values()))
+        bb = relax.BlockBuilder(mod)
+        rewriter = _SparsifyConv(bb, canonical_target(target), constant_names(mod))
+        for gvar, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                bb.update_func(gvar, rewriter.rewrite(func))
+        return append_report(bb.get(), rewriter.layers)
 
     return ir.transform.module_pass(transform, opt_level=1, name="sparsepass.SparsifyConv2d")

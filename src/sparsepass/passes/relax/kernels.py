@@ -21,23 +21,3 @@ def add_kernel(bb: relax.BlockBuilder, func, name: str) -> ir.GlobalVar:
         suffix += 1
         symbol = f"{name}_{suffix}"
     return bb.add_func(func.with_attr("global_symbol", symbol), symbol)
-
-
-def drop_uncalled_kernels(mod: ir.IRModule) -> ir.IRModule:
-    """``mod`` without the sparsepass kernels no Relax function calls any more.
-
-    A dpl rewrite may replace a match that a larger one then swallows (a conv rewritten
-    alone before its ReLU is fused in): the first kernel stays in the module, and would be
-    compiled, unless dropped here.
-    """
-    called = set()
-    for _, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            relax.analysis.post_order_visit(func, lambda e: called.add(e.name_hint) if isinstance(
-                e, ir.GlobalVar) else None)
-    dead = [gvar for gvar, func in mod.functions_items() if func.attrs is not None
-            and "sparsepass.kernel" in func.attrs and gvar.name_hint not in called]
-    if not dead:
-        return mod
-    return ir.IRModule({g: f for g, f in mod.functions_items() if g not in dead}, attrs=mod.attrs,
-                       global_infos=mod.global_infos)

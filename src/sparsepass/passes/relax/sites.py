@@ -1,4 +1,4 @@
-"""Rewriting chosen bindings of a Relax function once each, with their operands remapped.
+"""Choosing the outermost matches of a fused-layer pattern, and rewriting each once.
 
 dpl's ``rewrite_call`` re-offers matches as it rebuilds the function, and the
 variables it rebuilds get new identities, so a pass that decides on the
@@ -43,6 +43,36 @@ class _SiteRewriter(PyExprMutator):
         value = self.builder_.normalize(value)
         emit = self.builder_.emit if isinstance(binding.var, relax.DataflowVar) else self.builder_.emit_output
         self.set_var_remap(binding.var, emit(value, binding.var.name))
+
+
+def outermost_matches(func: relax.Function, pattern, accept: Callable[[relax.Call, dict], bool]) -> dict:
+    """The matches of ``pattern.root`` in ``func`` that are not inside another match, in binding
+    order: the root binding's variable -> (the root call, the matches).
+
+    A layer's bias add is a match of its own, inside the one of the residual add
+    and activation around it; rewriting it would hide the larger one. Only the
+    layer's own sub-patterns (``pattern.parts``) count as inside; an operand
+    matched by a wildcard (``pattern.operands``) does not. A match whose inner
+    values are also used elsewhere (a matmul feeding a residual add and other ops,
+    GPT-2's GELU formula) does not count: fusing it would compute the layer a
+    second time; nor does one that ``accept`` refuses (an add the kernel cannot
+    take): the inner match is rewritten instead.
+    """
+    bindings = Bindings(func)
+    outermost, inside = {}, set()
+    for binding in reversed([b for block in func.body.blocks for b in block.bindings]):
+        value = binding.value
+        if not isinstance(value, relax.Call) or value in inside or not pattern.root.match(value, bindings.var2val):
+            continue
+        matches = pattern.root.extract_matched_expr(value, bindings.var2val)
+        parts = [part for sub, part in matches.items() if any(sub.same_as(p) for p in pattern.parts)
+                 and isinstance(part, relax.Call) and not part.same_as(value)]
+        operands = [matches[p] for p in pattern.operands if p in matches]
+        if not bindings.only_feeds_the_next(parts, operands) or not accept(value, matches):
+            continue
+        outermost[binding.var] = (value, matches)
+        inside.update(parts)
+    return dict(reversed(outermost.items()))
 
 
 def rewrite_sites(func: relax.Function, sites: dict[relax.Var, Replacement], mod=None) -> relax.Function:

@@ -28,11 +28,10 @@ from sparsepass.codegen.build import primfunc
 from sparsepass.codegen.target import canonical_target
 from sparsepass.passes.analysis import detect
 from sparsepass.passes.plan import DEFAULT_COST, DEFAULT_TOKENS, CostModel, Decision, choose
-from sparsepass.passes.relax.bindings import Bindings
 from sparsepass.passes.relax.kernels import add_kernel
 from sparsepass.passes.relax.names import constant_names, layer_name
 from sparsepass.passes.relax.report import append_report
-from sparsepass.passes.relax.sites import rewrite_sites
+from sparsepass.passes.relax.sites import outermost_matches, rewrite_sites
 from sparsepass.passes.report import LayerReport
 
 ACTIVATIONS = {"relax.nn.relu": "relu", "relax.nn.gelu": "gelu", "relax.nn.gelu_tanh": "gelu_tanh",
@@ -76,6 +75,7 @@ class _Pattern:
         self.root = root
         #: sub-patterns whose matches are part of the layer (not operands such as x or r)
         self.parts = (self.mm, self.add, self.linear, self.reshaped, self.residual)
+        self.operands = (self.x, self.r)
 
 
 def _numpy(const) -> np.ndarray:
@@ -123,11 +123,18 @@ def bias_and_residual(matches, pattern) -> tuple[np.ndarray | None, relax.Expr |
     return bias, residual
 
 
+def per_feature(bias: np.ndarray, out_features: int) -> bool:
+    """Whether adding ``bias`` to the layer's output adds one value per output feature: shaped
+    [..., 1, N] (a [N, 1] constant, one value per token, is no bias even where N = out_features)."""
+    return bias.shape[-1:] == (out_features,) and all(d == 1 for d in bias.shape[:-1])
+
+
 def fusable(matches, pattern, out_features: int) -> bool:
     """Whether the kernel can take every add of the match: one bias of ``out_features`` values
-    (not a second constant, nor a constant of another shape) and a residual shaped like the output."""
+    (not a second constant, nor a constant that broadcasts otherwise) and a residual shaped like
+    the output."""
     bias, residual = bias_and_residual(matches, pattern)
-    if bias is not None and bias.size != out_features:
+    if bias is not None and not per_feature(bias, out_features):
         return False
     if residual is None:
         return True
@@ -215,40 +222,14 @@ class _Rewriter:
 
     def rewrite(self, func: relax.Function) -> relax.Function:
         self.pattern = _Pattern(self.options.fuse_activations)
+        pattern = self.pattern
+
+        def accept(_root, matches) -> bool:
+            return is_linear(matches, pattern) and fusable(matches, pattern, linear_weight(matches, pattern).shape[0])
+
         sites = {var: functools.partial(self.replace, root, matches)
-                 for var, (root, matches) in outermost_matches(func, self.pattern).items()}
+                 for var, (root, matches) in outermost_matches(func, pattern, accept).items()}
         return rewrite_sites(func, sites)
-
-
-def outermost_matches(func: relax.Function, pattern) -> dict:
-    """The matches in ``func`` that are not inside another match, in binding order: the root
-    binding's variable -> (the root call, the matches).
-
-    A linear's bias add is a match of its own, inside the one of the residual add
-    and ReLU around it; rewriting it would hide the larger one. Only the layer's own sub-patterns (``pattern.parts``) count as inside; an
-    operand matched by a wildcard does not. A match whose inner values are also
-    used elsewhere (the matmul feeding a residual add and other ops, GPT-2's GELU
-    formula) does not count: fusing it would compute the layer a second time; nor
-    does one with an add the kernel cannot take (see `fusable`): the inner match
-    is rewritten instead.
-    """
-    bindings = Bindings(func)
-    outermost, inside = {}, set()
-    for binding in reversed([b for block in func.body.blocks for b in block.bindings]):
-        value = binding.value
-        if not isinstance(value, relax.Call) or value in inside or not pattern.root.match(value, bindings.var2val):
-            continue
-        matches = pattern.root.extract_matched_expr(value, bindings.var2val)
-        parts = [part for sub, part in matches.items() if any(sub.same_as(p) for p in pattern.parts)
-                 and isinstance(part, relax.Call) and not part.same_as(value)]
-        operands = [matches[p] for p in (pattern.x, pattern.r) if p in matches]
-        weight = linear_weight(matches, pattern)
-        if not is_linear(matches, pattern) or not bindings.only_feeds_the_next(parts, operands) or not fusable(
-                matches, pattern, weight.shape[0]):
-            continue
-        outermost[binding.var] = (value, matches)
-        inside.update(parts)
-    return dict(reversed(outermost.items()))
 
 
 def sparsify_linear_module(mod: ir.IRModule, target, options: SparsifyLinearOptions) -> ir.IRModule:
