@@ -68,3 +68,31 @@ def test_residual_is_added_before_the_epilogue(case, rows, layout, epilogue):
     expected = ACTIVATIONS[epilogue](pre)
     bound = linear_error_bound(x, weight) + torch.finfo(torch.float32).eps * (pre.abs() + residual.abs() + 1)
     assert ((y - expected).abs() <= bound).all()
+
+
+@given(sps.pruned_weights(max_side=40), st.integers(1, 3), st.integers(1, 150), st.sampled_from([16, 32, 64]),
+       st.sampled_from(["none", "relu"]), st.booleans())
+def test_channels_layout_equals_a_1x1_conv(case, batch, positions, tile, epilogue, with_residual):
+    """NCHW in place: whole tiles, vector-wide and single leftover positions, ragged blocks."""
+    from sparsepass.codegen.build import get_kernel
+    from sparsepass.ops.specs import no_residual
+
+    weight, block, _ = case
+    n, k = weight.shape
+    spec = KernelSpec.make(out_features=n, in_features=k, block=block, layout="channels", tile=tile,
+                           epilogue=epilogue, residual=with_residual, target=canonical_target())
+    bias = torch.randn(n)
+    packed = to_bsr(weight.numpy(), block, spec.parts, bias.numpy())
+    arrays = [torch.from_numpy(getattr(packed, f)) for f in ("data", "indices", "indptr", "parts", "bias")]
+    x = torch.randn(batch, k, positions)
+    residual = torch.randn(batch, n, positions) if with_residual else None
+    y = torch.empty(batch, n, positions)
+    get_kernel(spec)(x, *arrays, residual if with_residual else no_residual("cpu"), y)
+    pre = torch.einsum("nk,bkp->bnp", weight, x) + bias[:, None]
+    pre = pre + residual if with_residual else pre
+    expected = ACTIVATIONS[epilogue](pre)
+    flat_x = x.transpose(1, 2).reshape(-1, k)
+    bound = linear_error_bound(flat_x, weight).reshape(batch, positions, n).transpose(1, 2) \
+        + torch.finfo(torch.float32).eps * (pre.abs() + bias.abs()[:, None] + (
+            residual.abs() if with_residual else 0) + 1)
+    assert ((y - expected).abs() <= bound).all()

@@ -15,7 +15,7 @@ import dataclasses
 import math
 
 from sparsepass.codegen.spec import KernelSpec
-from sparsepass.codegen.target import is_cuda
+from sparsepass.codegen.target import is_cuda, vector_registers
 from sparsepass.passes.analysis import Structure
 
 #: Rows of X assumed when the caller does not know the batch (BERT-base's 128 tokens).
@@ -96,16 +96,21 @@ class Decision:
 MAX_TOKEN_TILE = 128
 
 
-def _tile(layout: str, r: int, tokens: int = DEFAULT_TOKENS) -> int:
-    """Register tile, measured on BERT shapes. "rows": 8 rows of X up to R=32 (more rows ran
-    slower on Zen 4 and Zen 5), then 16 accumulator vectors. "tokens": 16 accumulator vectors
-    (R x tile / 16), at most 128 tokens and no more than the rows of X rounded up to a vector
-    (padding tokens are computed): on Zen 5, 4x4 with 64 tokens ran 1.15x and 1x1 with 128
+def _tile(layout: str, r: int, tokens: int = DEFAULT_TOKENS, target: dict | None = None) -> int:
+    """Register tile, measured on BERT shapes. "rows": 8 rows of X up to R=32 on AVX-512 (more
+    rows ran slower on Zen 4 and Zen 5), then 16 accumulator vectors, and never more
+    accumulators than the registers left after a block row's vectors and X's broadcast (AVX2's
+    16 registers: 32x1 with 2 rows ran 1.7x faster on a Zen 2 than with 8, 16x1 best with 6).
+    "tokens": 16 accumulator vectors (R x tile / lanes), at most 128 tokens and no more than
+    the rows of X rounded up to a vector (padding tokens are computed), in multiples of 16
+    (24 or 48 tokens ran 4-7x slower): on Zen 5, 4x4 with 64 tokens ran 1.15x and 1x1 with 128
     1.04x faster than with half as many (two alternating accumulator sets, for more
     independent chains, bought nothing: these layouts wait on L2, not on FMA latency)."""
+    lanes, registers = (16, 32) if target is None or is_cuda(target) else vector_registers(target)
     if layout == "rows":
-        return 8 if r <= 32 else max(1, 256 // r)
-    return max(16, min(MAX_TOKEN_TILE, 256 // max(r, 1) // 16 * 16, -(-tokens // 16) * 16))
+        row_vectors = -(-r // lanes)
+        return max(1, min(8 if r <= 32 else 256 // r, (registers - row_vectors - 1) // row_vectors))
+    return max(16, min(MAX_TOKEN_TILE, 16 * lanes // max(r, 1) // 16 * 16, -(-tokens // 16) * 16))
 
 
 def _candidates(structure: Structure, tokens: int, cost: CostModel):
@@ -176,7 +181,7 @@ def choose(
         in_features=k,
         block=fit.shape,
         layout=layout,
-        tile=_tile(layout, fit.rows, tokens),
+        tile=_tile(layout, fit.rows, tokens, target),
         epilogue=epilogue,
         target=target,
     )
@@ -239,6 +244,6 @@ def _choose_channels(matrix: Structure, target: dict, positions: int) -> Decisio
     if decision.kernel is None:
         return decision
     spec = dataclasses.replace(decision.kernel, layout="channels",
-                               tile=_tile("channels", decision.kernel.block[0], positions))
+                               tile=_tile("channels", decision.kernel.block[0], positions, target))
     return Decision(spec, decision.reason.replace("(rows)", "(channels)").replace("(tokens)", "(channels)"),
                     decision.dense_cost, decision.sparse_cost)

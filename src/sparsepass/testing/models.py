@@ -72,3 +72,22 @@ def remove_half_block_filters(model: ResNet18, seed: int = 0) -> ResNet18:
         block.bn1.bias[dead] = 0
         block.bn1.running_mean[dead] = 0
     return model
+
+
+class BlockPrunedMlp(nn.Module):
+    """A transformer-FFN-shaped MLP (64 -> 256 -> ReLU -> 64) whose first layer is pruned to 8x1
+    blocks at density 0.1 and whose second layer reads none of the hidden units ``unread``: the
+    case where removing dead channels may break a sparse layer's blocks."""
+
+    def __init__(self, unread=(3, 5, *range(8, 16))):
+        super().__init__()
+        from sparsepass.prune import prune_blocks
+
+        torch.manual_seed(0)
+        self.a, self.b = nn.Linear(64, 256), nn.Linear(256, 64)
+        with torch.no_grad():
+            self.a.weight.copy_(prune_blocks(self.a.weight, (8, 1), 0.1))
+            self.b.weight[:, list(unread)] = 0
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))

@@ -10,7 +10,12 @@ from sparsepass import passes
 from sparsepass.passes.fx.compact_channels import compact_channels
 from sparsepass.testing import assert_equivalent
 from sparsepass.testing import strategies as sps
-from sparsepass.testing.models import ResNet18, randomize_batchnorm, remove_half_block_filters
+from sparsepass.testing.models import (
+    BlockPrunedMlp,
+    ResNet18,
+    randomize_batchnorm,
+    remove_half_block_filters,
+)
 
 
 def params(model) -> int:
@@ -127,3 +132,13 @@ def test_parameter_count_strictly_smaller_whenever_something_is_dead(inner, oute
     compacted = compact_channels(fx.symbolic_trace(model), (x,))
     assert params(compacted) == params(model) - len(dead) * (2 * outer + 1)
     assert_equivalent(model, compacted, [x])
+
+
+def test_unread_units_leave_a_block_sparse_layer_only_in_whole_blocks():
+    model = BlockPrunedMlp().eval()  # units 3 and 5 of the first block, all of the second, unread
+    compacted = compact_channels(fx.symbolic_trace(model), (torch.randn(2, 64),))
+    assert compacted.a.weight.shape == (248, 64)  # rows 8-15 went, 3 and 5 stayed
+    assert passes.analysis.detect(compacted.a.weight).block[0] % 8 == 0
+    _, kept = compacted.sparsepass_compaction
+    assert any("a's 8x1 blocks" in why for why in kept)
+    assert_equivalent(model, compacted, [torch.randn(5, 64)])

@@ -8,7 +8,12 @@ import tvm
 from sparsepass import frontends, prune
 from sparsepass.passes import relax as sp
 from sparsepass.testing import assert_equivalent
-from sparsepass.testing.models import ResNet18, randomize_batchnorm, remove_half_block_filters
+from sparsepass.testing.models import (
+    BlockPrunedMlp,
+    ResNet18,
+    randomize_batchnorm,
+    remove_half_block_filters,
+)
 
 
 def constants(mod):
@@ -53,6 +58,14 @@ def test_bias_alive_and_unknown_ops_keep_their_channels():
             model.a.bias[[2]] = bias
         mod = frontends.to_relax(model, (torch.randn(3, 8),))
         assert size(sp.CompactChannels()(mod)) == size(mod)
+
+
+def test_dead_units_leave_a_block_sparse_layer_only_in_whole_blocks(host):
+    model, x = BlockPrunedMlp().eval(), torch.randn(128, 64)
+    compacted = sp.CompactChannels()(frontends.to_relax(model, (x,)))
+    assert sorted(c.shape for c in constants(compacted) if c.ndim == 2) == [(64, 248), (248, 64)]
+    assert sp.report(sp.SparsifyLinear()(compacted))[0].kernel.startswith("bsr 8x1")
+    assert_equivalent(model, tvm.compile(compacted, target=host), [x])
 
 
 def resnet(seed=0):

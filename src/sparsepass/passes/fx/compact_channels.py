@@ -15,7 +15,9 @@ is removed when the removal is exact:
   unknown (those pin the component, and the report says which op).
 
 Conv2d (groups 1), Linear and BatchNorm2d modules shrink physically; readers
-lose the input columns. Removing a consumer's column can leave its producer
+lose the input columns. Dead channels that are not whole blocks of a
+block-sparse (or whole groups of an N:M) weight stay, so that its kernel keeps
+its structure (`compact_structure`). Removing a consumer's column can leave its producer
 unread, so the search repeats until nothing changes.
 """
 
@@ -31,6 +33,8 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 from torch.fx.passes.shape_prop import ShapeProp
+
+from sparsepass.passes.compact_structure import structure_breaking
 
 _ZERO_PRESERVING_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Tanh, nn.Identity, nn.Dropout,
                             nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
@@ -249,9 +253,34 @@ def _keep_one_channel_each(remove: list[set], width: dict[str, int]) -> dict[str
         remove = [comp for comp in remove if (emptied[0], 0) not in comp]
 
 
-def compact_channels(gm: fx.GraphModule, example_inputs) -> fx.GraphModule:
+def _keep_structure(gm: fx.GraphModule, remove: list[set], width: dict[str, int], target):
+    """(channels to remove per tensor, reasons kept): ``remove`` without the components whose
+    removal would break a sparse layer's blocks."""
+    reasons = set()
+    while True:
+        removed = _keep_one_channel_each(remove, width)
+        broken = set()
+        for node in gm.graph.nodes:
+            module = _module(gm, node)
+            if not isinstance(module, (nn.Linear, nn.Conv2d)) or module.weight.dim() == 4 and (
+                    module.weight.shape[2:] != (1, 1) or module.groups != 1):
+                continue
+            x = node.args[0]
+            rows, cols = removed.get(node.name, set()), removed.get(x.name, set()) if isinstance(x, fx.Node) else set()
+            matrix = module.weight.detach().reshape(module.weight.shape[0], -1).numpy()
+            bad_rows, bad_cols, structure = structure_breaking(matrix, rows, cols, target)
+            if structure:
+                reasons.add(f"dead channels kept: removing them would break {node.target}'s {structure}")
+                broken |= {(node.name, c) for c in bad_rows} | {(x.name, c) for c in bad_cols}
+        if not broken:
+            return removed, reasons
+        remove = [component for component in remove if not component & broken]
+
+
+def compact_channels(gm: fx.GraphModule, example_inputs, target=None) -> fx.GraphModule:
     """A copy of ``gm`` with dead channels removed; ``result.sparsepass_compaction`` lists
-    (layers with before/after weight shapes, dead channel groups kept and why)."""
+    (layers with before/after weight shapes, dead channel groups kept and why). ``target``: where
+    the sparse layers will run (their kernels' blocks stay whole)."""
     out = copy.deepcopy(gm)
     log: dict[str, CompactedLayer] = {}
     kept_reasons: list[str] = []
@@ -259,10 +288,8 @@ def compact_channels(gm: fx.GraphModule, example_inputs) -> fx.GraphModule:
         ShapeProp(out).propagate(*example_inputs)
         analysis = _Analysis(out)
         remove, kept = removable_components(analysis)
-        kept_reasons = sorted({why for _, why in kept})
-        if not remove:
-            break
-        removed = _keep_one_channel_each(remove, analysis.width)
+        removed, structure_reasons = _keep_structure(out, remove, analysis.width, target)
+        kept_reasons = sorted({why for _, why in kept} | structure_reasons | set(kept_reasons))
         if not removed:
             break
         _shrink(out, removed, log)

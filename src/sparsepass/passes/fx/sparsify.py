@@ -225,7 +225,7 @@ def sparsify_graph(
     check_eval_mode(gm)
     compacted, notes = (), ()
     if options.compact and example_inputs is not None and not is_aten_graph(gm):
-        gm = compact_channels(gm, example_inputs)
+        gm = compact_channels(gm, example_inputs, target)
         layers_compacted, kept = gm.sparsepass_compaction
         compacted = tuple((c.name, c.before, c.after) for c in layers_compacted)
         notes = kept

@@ -42,7 +42,7 @@ from sparsepass.passes.relax.sparsify_linear import SparsifyLinear, SparsifyLine
 def sparsepass_passes(target=None, options: SparsifyLinearOptions = SparsifyLinearOptions()) -> list:
     """The sparsepass rewrites, for users composing their own Sequential: pruned linears to
     BSR kernels, then every remaining matmul (dense weights folded to constants) to ours."""
-    return [FoldBatchNorm(), CompactChannels(), ReorderFilters(), SparsifyConv2d(target),
+    return [FoldBatchNorm(), CompactChannels(target), ReorderFilters(), SparsifyConv2d(target),
             RecogniseTanhGelu(), SparsifyLinear(target, options), DenseConv2d(target), relax.transform.FoldConstant(),
             DenseMatmul(target),
             FastNormalizations(target)]
@@ -52,7 +52,7 @@ def _cuda_stages(target_dict: dict, tvm_tgt, options) -> list:
     """On NVIDIA GPUs: our BSR kernels, then TVM's CUDA backend (dlight GPU schedules)."""
     return [
         FoldBatchNorm(),
-        CompactChannels(),
+        CompactChannels(target_dict),
         SparsifyConv2d(target_dict),
         RecogniseTanhGelu(),
         SparsifyLinear(target_dict, options),
