@@ -66,15 +66,27 @@ def test_cuda_target_keeps_unstructured_dense():
     assert decision.kernel is None and "dense is estimated faster" in decision.reason
 
 
+AVX512 = {"kind": "llvm", "mcpu": "znver4", "mtriple": "x86_64-linux-gnu"}
+AVX2 = {"kind": "llvm", "mcpu": "znver2", "mtriple": "x86_64-linux-gnu"}
+
+
 def test_token_tiles_fill_sixteen_accumulators_without_padding_a_short_batch():
     # Unstructured at 10%: vectors of tokens; 128 tokens fill 8 vectors (the most a tile spans).
     unstructured = detect(pruned(768, 768, (1, 1), 0.1))
-    assert choose(unstructured, HOST, tokens=128).kernel.tile == 128
+    assert choose(unstructured, AVX512, tokens=128).kernel.tile == 128
     # A batch of 8 rows gets one vector of tokens, not 128 mostly-padding ones.
-    assert choose(unstructured, HOST, tokens=8).kernel.tile == 16
-    # 4x4 blocks: 4 rows x 64 tokens = 16 accumulator vectors.
-    blocks = choose(detect(pruned(768, 768, (4, 4), 0.1)), HOST, tokens=128).kernel
+    assert choose(unstructured, AVX512, tokens=8).kernel.tile == 16
+    # 4x4 blocks: 4 rows x 64 tokens = 16 accumulator vectors of 16 lanes.
+    blocks = choose(detect(pruned(768, 768, (4, 4), 0.1)), AVX512, tokens=128).kernel
     assert blocks.layout == "tokens" and blocks.block == (4, 4) and blocks.tile == 64
+
+
+def test_register_tiles_fit_the_targets_vector_registers():
+    tall = detect(pruned(768, 768, (32, 1), 0.1))
+    assert choose(tall, AVX512).kernel.tile == 8  # 8 rows x 2 vectors: 16 of 32 registers
+    assert choose(tall, AVX2).kernel.tile == 2  # 2 rows x 4 vectors + 4 + 1: 13 of 16 (8 rows spilled)
+    blocks = choose(detect(pruned(768, 768, (4, 4), 0.1)), AVX2, tokens=128).kernel
+    assert blocks.tile == 32  # 4 rows x 4 vectors of 8 lanes
 
 
 def test_cpu_pattern_convs_of_one_shape_share_a_kernel_whatever_their_taps():
