@@ -70,10 +70,11 @@ def test_residual_is_added_before_the_epilogue(case, rows, layout, epilogue):
     assert ((y - expected).abs() <= bound).all()
 
 
-@given(sps.pruned_weights(max_side=40), st.integers(1, 3), st.integers(1, 150), st.sampled_from([16, 32, 64]),
+@given(sps.pruned_weights(max_side=40), st.integers(1, 3), st.integers(1, 150), st.sampled_from([16, 32, 64, 128]),
        st.sampled_from(["none", "relu"]), st.booleans())
 def test_channels_layout_equals_a_1x1_conv(case, batch, positions, tile, epilogue, with_residual):
-    """NCHW in place: whole tiles, vector-wide and single leftover positions, ragged blocks."""
+    """NCHW in place: whole tiles, leftovers in one tile of 1 to tile/16 vectors (the last one
+    moved back over computed positions), maps narrower than a vector, ragged blocks."""
     from sparsepass.codegen.build import get_kernel
     from sparsepass.ops.specs import no_residual
 

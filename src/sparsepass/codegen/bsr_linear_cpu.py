@@ -213,13 +213,16 @@ def _channels_kernel(spec: KernelSpec):
     """A 1x1 conv in NCHW: per image, X[n] is already [K, HW] and Y[n] is [N_out, HW].
 
     Tiles of ``tile`` positions read X and write Y in place (no workspace: a copy of X in and of
-    Y out cost as much as the multiply-adds of a 20%-dense 1x1 conv with few channels); the
-    positions left over run in vector-wide tiles, then one at a time.
+    Y out cost as much as the multiply-adds of a 20%-dense 1x1 conv with few channels). The
+    positions left over run as one tile of as many vectors as they need, its last vector moved
+    back to end at the last position (recomputing a few): the small maps of late layers (7x7,
+    14x14) fit no whole tile, and one at a time each leftover position cost a pass over the
+    weights. Maps narrower than a vector run one position at a time.
     """
     n, k = spec.out_features, spec.in_features
     r, c = spec.block
     nb, tile, nparts = spec.block_rows, spec.tile, spec.parts
-    vector = min(16, tile)
+    lanes = min(16, tile)
     short_last_row = n % r
     finish = _finisher(spec)
 
@@ -230,22 +233,46 @@ def _channels_kernel(spec: KernelSpec):
     def rows_kept(bn):
         return T.if_then_else(bn == nb - 1, short_last_row, r) if short_last_row else r
 
+    def start(m0, w, width, last):
+        # Where vector w of a tile begins: none after ``last`` (None: no clamp, whole tiles).
+        return m0 + w * width if last is None else T.min(m0 + w * width, last)
+
     @T.macro
-    def positions(X, data, indices, indptr, bias, R, Y, image, m0, bn, width):
-        acc = T.alloc_buffer((r, width), "float32", scope="local")
+    def positions(X, data, indices, indptr, bias, R, Y, image, m0, bn, vectors, width, last):
+        # ``vectors`` runs of ``width`` positions from m0.
+        acc = T.alloc_buffer((r, vectors * width), "float32", scope="local")
         for v in T.unroll(r):
-            for u in T.vectorized(width):
+            for u in T.vectorized(vectors * width):
                 acc[v, u] = bias[bn * r + v]
         for j in range(indptr[bn + 1] - indptr[bn]):
             for cc in T.unroll(c):
                 for v in T.unroll(r):
-                    for u in T.vectorized(width):
-                        acc[v, u] = acc[v, u] + data[indptr[bn] + j, cc, v] * X[
-                            image, col(indices[indptr[bn] + j], cc), m0 + u]
+                    for w in T.unroll(vectors):
+                        for u in T.vectorized(width):
+                            acc[v, w * width + u] = acc[v, w * width + u] + data[indptr[bn] + j, cc, v] * X[
+                                image, col(indices[indptr[bn] + j], cc), start(m0, w, width, last) + u]
         for v in T.unroll(r):
             if v < rows_kept(bn):
-                for u in T.vectorized(width):
-                    Y[image, bn * r + v, m0 + u] = finish(acc[v, u], R, (image, bn * r + v, m0 + u))
+                for w in T.unroll(vectors):
+                    for u in T.vectorized(width):
+                        Y[image, bn * r + v, start(m0, w, width, last) + u] = finish(
+                            acc[v, w * width + u], R, (image, bn * r + v, start(m0, w, width, last) + u))
+
+    def leftover_tile(vectors: int):
+        """A tile of ``need`` vectors for any need <= ``vectors``: tile widths are static, so one
+        branch per width, chained at parse time."""
+        fewer = leftover_tile(vectors - 1) if vectors > 1 else None
+
+        @T.macro
+        def leftovers(X, data, indices, indptr, bias, R, Y, image, m0, bn, need, last):
+            if need == vectors:
+                positions(X, data, indices, indptr, bias, R, Y, image, m0, bn, vectors, lanes, last)
+            elif fewer is not None:
+                fewer(X, data, indices, indptr, bias, R, Y, image, m0, bn, need, last)
+
+        return leftovers
+
+    leftovers = leftover_tile(tile // lanes)
 
     @T.prim_func
     def kernel(x: T.handle, d: T.handle, ind: T.handle, ptr: T.handle, prt: T.handle,
@@ -267,18 +294,16 @@ def _channels_kernel(spec: KernelSpec):
         for t in T.parallel(B * tiles * nparts):
             for q in range(parts[t % nparts + 1] - parts[t % nparts]):
                 positions(X, data, indices, indptr, bias, R, Y, t // nparts // tiles,
-                          t // nparts % tiles * tile, parts[t % nparts] + q, tile)
-        vectors = M % tile // vector
-        if vectors > 0:
-            for t in T.parallel(B * vectors * nparts):
+                          t // nparts % tiles * tile, parts[t % nparts] + q, 1, tile, None)
+        if M % tile > 0 and M >= lanes:
+            for t in T.parallel(B * nparts):
                 for q in range(parts[t % nparts + 1] - parts[t % nparts]):
-                    positions(X, data, indices, indptr, bias, R, Y, t // nparts // vectors,
-                              tiles * tile + t // nparts % vectors * vector, parts[t % nparts] + q, vector)
-        left = M % vector
-        if left > 0:
-            for t in T.parallel(B * left * nparts):
+                    leftovers(X, data, indices, indptr, bias, R, Y, t // nparts, tiles * tile,
+                              parts[t % nparts] + q, (M % tile + lanes - 1) // lanes, M - lanes)
+        if M < lanes:
+            for t in T.parallel(B * M * nparts):
                 for q in range(parts[t % nparts + 1] - parts[t % nparts]):
-                    positions(X, data, indices, indptr, bias, R, Y, t // nparts // left,
-                              M - left + t // nparts % left, parts[t % nparts] + q, 1)
+                    positions(X, data, indices, indptr, bias, R, Y, t // nparts // M, t // nparts % M,
+                              parts[t % nparts] + q, 1, 1, None)
 
     return kernel
