@@ -13,9 +13,7 @@ from sparsepass.codegen.target import canonical_target
 from sparsepass.ops.torch_ops import bsr_linear
 from sparsepass.testing import assert_linear_close, linear_error_bound
 from sparsepass.testing import strategies as sps
-
-ACTIVATIONS = {"none": lambda y: y, "relu": F.relu, "gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh,
-               "gelu_tanh": lambda y: F.gelu(y, approximate="tanh")}
+from sparsepass.testing.epilogues import TORCH_EPILOGUES
 
 
 def run_kernel(weight, bias, x, block, layout, tile, epilogue="none", residual=None):
@@ -43,7 +41,7 @@ def test_epilogues(epilogue, layout):
     weight = torch.randn(40, 24) * torch.from_numpy(sps.block_mask(40, 24, (8, 1), 0.5, 3))
     bias, x = torch.randn(40), torch.randn(19, 24)
     y = run_kernel(weight, bias, x, (8, 1), layout, 8, epilogue)
-    expected = ACTIVATIONS[epilogue](F.linear(x, weight, bias))
+    expected = TORCH_EPILOGUES[epilogue](F.linear(x, weight, bias))
     # Activations are 1-Lipschitz with bounded slope; their own rounding adds a few ulps.
     pre = F.linear(x, weight, bias)
     torch.testing.assert_close(y, expected, rtol=4 * torch.finfo(torch.float32).eps * 8,
@@ -65,7 +63,7 @@ def test_residual_is_added_before_the_epilogue(case, rows, layout, epilogue):
     residual = torch.randn(rows, weight.shape[0])
     y = run_kernel(weight, bias, x, block, layout, 8 if layout == "rows" else 32, epilogue, residual)
     pre = F.linear(x, weight, bias) + residual
-    expected = ACTIVATIONS[epilogue](pre)
+    expected = TORCH_EPILOGUES[epilogue](pre)
     bound = linear_error_bound(x, weight) + torch.finfo(torch.float32).eps * (pre.abs() + residual.abs() + 1)
     assert ((y - expected).abs() <= bound).all()
 
@@ -91,7 +89,7 @@ def test_channels_layout_equals_a_1x1_conv(case, batch, positions, tile, epilogu
     get_kernel(spec)(x, *arrays, residual if with_residual else no_residual("cpu"), y)
     pre = torch.einsum("nk,bkp->bnp", weight, x) + bias[:, None]
     pre = pre + residual if with_residual else pre
-    expected = ACTIVATIONS[epilogue](pre)
+    expected = TORCH_EPILOGUES[epilogue](pre)
     flat_x = x.transpose(1, 2).reshape(-1, k)
     bound = linear_error_bound(flat_x, weight).reshape(batch, positions, n).transpose(1, 2) \
         + torch.finfo(torch.float32).eps * (pre.abs() + bias.abs()[:, None] + (

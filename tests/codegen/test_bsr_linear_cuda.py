@@ -19,13 +19,12 @@ from sparsepass.codegen.spec import KernelSpec
 from sparsepass.codegen.target import canonical_target, tvm_target
 from sparsepass.testing import assert_linear_close
 from sparsepass.testing import strategies as sps
+from sparsepass.testing.epilogues import TORCH_EPILOGUES
 from sparsepass.testing.tolerance import linear_error_bound
 
 CUDA = canonical_target("cuda")
 #: GPU shapes, plus one whose height is no multiple of 4 (one output per thread, 126 threads).
 GPU_BLOCKS = st.sampled_from([(16, 1), (32, 1), (16, 16), (32, 32), (32, 4), (64, 2), (18, 3)])
-ACTIVATIONS = {"none": lambda y: y, "relu": F.relu, "gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh,
-               "gelu_tanh": lambda y: F.gelu(y, approximate="tanh")}
 needs_nvcc = pytest.mark.skipif(not nvcc_available(), reason="nvcc is not installed on this machine")
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(),
                                reason="no NVIDIA GPU here: CUDA kernels are compiled on every run, executed "
@@ -65,7 +64,7 @@ def test_emulated_kernel_adds_the_residual_then_applies_the_epilogue(case, rows,
         rows, weight.shape[0])
     y = run_emulated(weight, bias, x, block, epilogue, residual)
     pre = F.linear(x, weight, bias) + residual
-    expected = ACTIVATIONS[epilogue](pre)
+    expected = TORCH_EPILOGUES[epilogue](pre)
     # The activations are 1-Lipschitz (GELU/SiLU slopes stay below 1.13) and add a few ulps of their own.
     bound = 1.13 * (linear_error_bound(x, weight) + torch.finfo(torch.float32).eps
                     * (pre.abs() + residual.abs() + 1)) + 8 * torch.finfo(torch.float32).eps * (expected.abs() + 1)

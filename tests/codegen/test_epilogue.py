@@ -2,14 +2,13 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from sparsepass.codegen.epilogue import ERROR_BOUNDS, epilogue_fn
 from sparsepass.codegen.target import canonical_target, tvm_target
 from sparsepass.codegen.tvm_api import T, tvm
+from sparsepass.testing.epilogues import TORCH_EPILOGUES
 
-EXACT = {"relu": F.relu, "gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "silu": F.silu,
-         "tanh": torch.tanh}
+EXACT = {name: fn for name, fn in TORCH_EPILOGUES.items() if name != "none"}
 
 
 def elementwise(fn):

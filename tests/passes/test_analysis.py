@@ -6,7 +6,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sparsepass.passes.analysis import BLOCK_SIDES, detect
+from sparsepass.passes.analysis import BLOCK_SIDES, detect, spans_needed
 from sparsepass.testing import strategies as sps
 
 
@@ -41,9 +41,11 @@ def test_detected_block_is_exact_and_at_least_the_planted_one(case):
         return
     br, bc = structure.block
     assert structure.fit(br, bc).stored == structure.nnz  # exact: stores no zero
+    assert spans_needed(structure.fit(br, bc), structure.shape)  # no side past the matrix's
     if r in BLOCK_SIDES and c in BLOCK_SIDES:
         assert structure.fit(r, c).stored == structure.nnz
-        assert br * bc >= r * c
+        if spans_needed(structure.fit(r, c), structure.shape):
+            assert br * bc >= r * c
 
 
 def test_block_32x1_recognised_on_bert_shape():
@@ -82,3 +84,12 @@ def test_dense_and_empty_kinds():
 def test_rejects_non_2d():
     with pytest.raises(ValueError, match="2-D"):
         detect(np.ones((2, 3, 4)))
+
+
+def test_a_block_never_spans_more_than_the_matrix_needs():
+    """A one-channel 1x1 conv is a 1x1 block, not 64x64 (which was planned, and took minutes to
+    compile); a 20-row matrix can be 32 rows tall (one ragged block row) but not 64."""
+    assert detect(np.ones((1, 1), np.float32) * np.eye(1, dtype=np.float32)).block == (1, 1)
+    tall = np.zeros((20, 64), np.float32)
+    tall[:, :2] = 1
+    assert detect(tall).block == (32, 2)

@@ -101,6 +101,11 @@ def _relu(v):
     return tirx.max(v, _f(0.0))
 
 
+def _relu6(v):
+    """PyTorch's ``relu6`` (``hardtanh(v, 0, 6)``, MobileNet's activation)."""
+    return tirx.min(tirx.max(v, _f(0.0)), _f(6.0))
+
+
 def _gelu(v):
     return v * _f(0.5) * (_f(1.0) + fast_erf(v * _f(1 / math.sqrt(2))))
 
@@ -119,13 +124,14 @@ def _silu(v):
 ERROR_BOUNDS = {
     "none": (0.0, 0.0),
     "relu": (0.0, 0.0),
+    "relu6": (0.0, 0.0),
     "gelu": (0.0, 4.0e-7),  # 0.5|x| (erf error 4e-7) + a few ulps of x
     "gelu_tanh": (0.0, 4.0e-7),  # 0.5|x| (tanh error 1.8e-7) + a few ulps of x
     "silu": (0.0, 2.5e-7),  # |x| (sigmoid error 6e-8) + a few ulps of x
     "tanh": (1.8e-7, 0.0),
 }
 
-_EPILOGUES = {"none": _none, "relu": _relu, "gelu": _gelu, "gelu_tanh": _gelu_tanh, "silu": _silu,
+_EPILOGUES = {"none": _none, "relu": _relu, "relu6": _relu6, "gelu": _gelu, "gelu_tanh": _gelu_tanh, "silu": _silu,
               "tanh": fast_tanh}
 
 

@@ -18,7 +18,7 @@ from sparsepass.codegen.target import target_key
 MAX_PARTS = 128
 
 #: Elementwise functions a kernel can apply before it stores its output.
-EPILOGUES = ("none", "relu", "gelu", "gelu_tanh", "silu", "tanh")
+EPILOGUES = ("none", "relu", "relu6", "gelu", "gelu_tanh", "silu", "tanh")
 
 #: Loop layouts: "rows" vectorises over a block's rows (tall blocks, R >= 8);
 #: "tokens" vectorises over rows of X (short blocks and unstructured); "channels" is

@@ -25,6 +25,16 @@ def _check(x: torch.Tensor, channels: int, layer: str, spatial: tuple[int, int] 
                                    "(the kernel is specialised to the shape seen when sparsifying)")
 
 
+def _residual(residual: torch.Tensor | None, fused: bool, out: torch.Tensor, layer: str) -> torch.Tensor:
+    """The residual the kernel adds (checked against the output's shape), or the no-residual stand-in."""
+    if not fused:
+        return no_residual(out.device.type)
+    if residual is None or tuple(residual.shape) != tuple(out.shape):
+        raise SparsifyError(layer, f"residual input must have the output's shape {tuple(out.shape)}, "
+                                   f"got {None if residual is None else tuple(residual.shape)}")
+    return residual.contiguous()
+
+
 def _pattern_conv2d_fake(x, offsets, weights, cols, ranges, bias, residual, spec, layer):
     s = conv_spec(spec)
     return x.new_empty((x.shape[0], s.out_channels, s.out_height, s.out_width))
@@ -39,28 +49,30 @@ def pattern_conv2d(x: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor
     device = device_of(s)
     _check(x, s.in_channels, layer, (s.height, s.width), device)
     out = torch.empty(x.shape[0], s.out_channels, s.out_height, s.out_width, device=x.device)
-    res = residual.contiguous() if s.residual else no_residual(x.device.type)
-    if s.residual and (residual is None or tuple(residual.shape) != tuple(out.shape)):
-        raise SparsifyError(layer, f"residual input must have the output's shape {tuple(out.shape)}")
+    res = _residual(residual, s.residual, out, layer)
     if device == "cpu":
         runtime.set_num_threads(torch.get_num_threads())
     get_kernel(s)(x.contiguous(), offsets, weights, cols, ranges, bias, res, out)
     return out
 
 
-def _bsr_conv1x1_fake(x, data, indices, indptr, parts, bias, spec, layer):
+def _bsr_conv1x1_fake(x, data, indices, indptr, parts, bias, residual, spec, layer):
     return x.new_empty((x.shape[0], linear_spec(spec).out_features, *x.shape[2:]))
 
 
 @kernel_op("bsr_conv1x1", _bsr_conv1x1_fake)
 def bsr_conv1x1(x: torch.Tensor, data: torch.Tensor, indices: torch.Tensor, indptr: torch.Tensor,
-                parts: torch.Tensor, bias: torch.Tensor, spec: str, layer: str) -> torch.Tensor:
-    """A 1x1 conv (stride 1, no padding) with a BSR weight, NCHW float32."""
+                parts: torch.Tensor, bias: torch.Tensor, residual: Optional[torch.Tensor], spec: str,
+                layer: str) -> torch.Tensor:
+    """A 1x1 conv (stride 1, no padding) with a BSR weight (+ bias, + residual, + epilogue per the
+    spec), NCHW float32."""
     s = linear_spec(spec)
     _check(x, s.in_features, layer)
     n, _, h, w = x.shape
     out = torch.empty(n, s.out_features, h, w)
+    res = _residual(residual, s.residual, out, layer)
     runtime.set_num_threads(torch.get_num_threads())
     get_kernel(s)(x.contiguous().reshape(n, s.in_features, h * w), data, indices, indptr, parts, bias,
-                  no_residual("cpu"), out.reshape(n, s.out_features, h * w))
+                  res.reshape(n, s.out_features, h * w) if s.residual else res,
+                  out.reshape(n, s.out_features, h * w))
     return out

@@ -153,8 +153,14 @@ def _block_fits(nonzero: np.ndarray) -> tuple[BlockFit, ...]:
     return tuple(fits)
 
 
-def _coarsest_exact(fits: tuple[BlockFit, ...], nnz: int) -> tuple[int, int]:
-    exact = [f for f in fits if f.stored == nnz]
+def spans_needed(fit: BlockFit, shape: tuple[int, int]) -> bool:
+    """Whether each side of the block is needed for a matrix of ``shape``: a side whose half
+    already spans the matrix adds only zeros (a one-channel 1x1 conv is no 64x64 block)."""
+    return all(side == 1 or side // 2 < length for side, length in zip(fit.shape, shape))
+
+
+def _coarsest_exact(fits: tuple[BlockFit, ...], nnz: int, shape: tuple[int, int]) -> tuple[int, int]:
+    exact = [f for f in fits if f.stored == nnz and spans_needed(f, shape)]
     if nnz == 0 or not exact:
         return (1, 1)
     best = max(exact, key=lambda f: (f.rows * f.cols, f.rows))
@@ -193,7 +199,7 @@ def detect(weight: Any) -> Structure:
     return Structure(
         shape=(int(w.shape[0]), int(w.shape[1])),
         nnz=nnz,
-        block=_coarsest_exact(fits, nnz),
+        block=_coarsest_exact(fits, nnz, nonzero.shape),
         fits=fits,
         n_m=_n_m(nonzero),
         zero_rows=tuple(np.flatnonzero(~nonzero.any(axis=1)).tolist()),

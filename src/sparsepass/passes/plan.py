@@ -16,7 +16,7 @@ import math
 
 from sparsepass.codegen.spec import KernelSpec
 from sparsepass.codegen.target import is_cuda, vector_registers
-from sparsepass.passes.analysis import Structure
+from sparsepass.passes.analysis import Structure, spans_needed
 
 #: Rows of X assumed when the caller does not know the batch (BERT-base's 128 tokens).
 DEFAULT_TOKENS = 128
@@ -115,6 +115,8 @@ def _tile(layout: str, r: int, tokens: int = DEFAULT_TOKENS, target: dict | None
 
 def _candidates(structure: Structure, tokens: int, cost: CostModel):
     for fit in structure.fits:
+        if not spans_needed(fit, structure.shape):
+            continue
         r, c = fit.shape
         work = max(fit.stored, 1) * tokens
         if r >= 8:
@@ -195,7 +197,7 @@ def choose(
 PATTERN_CONV_EFFICIENCY = 0.55
 
 
-def choose_conv(structure, conv: dict, target: dict):
+def choose_conv(structure, conv: dict, target: dict, cost: CostModel = DEFAULT_COST):
     """Kernel for a conv layer: a ConvSpec (3x3 pattern), a KernelSpec (1x1 as BSR), or dense.
 
     ``conv`` holds the layer's stride, padding, dilation, groups and input height/width.
@@ -219,17 +221,17 @@ def choose_conv(structure, conv: dict, target: dict):
         if conv["stride"] != (1, 1) or conv["padding"] != (0, 0):
             return _dense("1x1 conv with stride or padding stays dense")
         positions = conv["batch"] * conv["height"] * conv["width"] if conv["height"] else DEFAULT_TOKENS
-        return _choose_channels(structure.matrix, target, positions)
+        return _choose_channels(structure.matrix, target, positions, cost)
     if (kh, kw) != (3, 3) or conv["stride"][0] != conv["stride"][1] or conv["padding"][0] != conv["padding"][1]:
         return _dense(f"{kh}x{kw} kernels (or uneven stride/padding) stay dense; 3x3 and 1x1 are supported")
     if conv["height"] is None:
         return _dense("input size unknown: pass example_inputs so the kernel can be specialised")
     dense_cost = float(structure.size)
     sparse_cost = structure.kernels_kept * structure.max_taps / PATTERN_CONV_EFFICIENCY
-    if sparse_cost * DEFAULT_COST.min_speedup > dense_cost:
+    if sparse_cost * cost.min_speedup > dense_cost:
         return _dense(f"density {structure.density:.2f}: pattern conv estimated "
                       f"{dense_cost / sparse_cost:.2f}x the speed of dense; a rewrite needs "
-                      f"{DEFAULT_COST.min_speedup:.2f}x", dense_cost, sparse_cost)
+                      f"{cost.min_speedup:.2f}x", dense_cost, sparse_cost)
     spec = ConvSpec.make(in_channels=structure.shape[1], out_channels=structure.shape[0],
                          height=conv["height"], width=conv["width"], stride=conv["stride"][0],
                          padding=conv["padding"][0], target=target,
@@ -238,9 +240,9 @@ def choose_conv(structure, conv: dict, target: dict):
                           f"taps, {structure.kernels_kept} kernels", dense_cost, sparse_cost)
 
 
-def _choose_channels(matrix: Structure, target: dict, positions: int) -> Decision:
+def _choose_channels(matrix: Structure, target: dict, positions: int, cost: CostModel) -> Decision:
     """1x1 conv in NCHW: the BSR kernel in its "channels" layout (no transposes)."""
-    decision = choose(matrix, target, tokens=positions)
+    decision = choose(matrix, target, tokens=positions, cost=cost)
     if decision.kernel is None:
         return decision
     spec = dataclasses.replace(decision.kernel, layout="channels",

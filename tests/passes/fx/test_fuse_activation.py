@@ -14,7 +14,7 @@ from sparsepass.testing import linear_error_bound
 from sparsepass.testing import strategies as sps
 
 #: How much each activation can stretch a difference in its input (its largest slope).
-LIPSCHITZ = {"none": 1.0, "relu": 1.0, "gelu": 1.13, "gelu_tanh": 1.13, "silu": 1.1, "tanh": 1.0}
+LIPSCHITZ = {"none": 1.0, "relu": 1.0, "relu6": 1.0, "gelu": 1.13, "gelu_tanh": 1.13, "silu": 1.1, "tanh": 1.0}
 
 
 def pruned_linear(n=96, k=64, bias=True):
@@ -56,6 +56,11 @@ CASES = [
     ("gelu_tanh", lambda: Functional(lambda y: F.gelu(y, approximate="tanh"))),
     ("gelu_tanh", lambda: Module(nn.GELU(approximate="tanh"))),
     ("gelu_tanh", lambda: Functional(new_gelu)),  # written out, as GPT-2 does: recognised first
+    ("relu6", lambda: Functional(F.relu6)), ("relu6", lambda: Module(nn.ReLU6())),
+    ("relu6", lambda: Module(nn.Hardtanh(0.0, 6.0))), ("relu6", lambda: Functional(lambda y: F.hardtanh(y, 0, 6))),
+    ("relu6", lambda: Functional(lambda y: torch.clamp(y, 0, 6))),
+    ("relu6", lambda: Functional(lambda y: y.clamp(min=0.0, max=6.0))),
+    ("relu", lambda: Functional(lambda y: y.clamp(min=0))), ("relu", lambda: Functional(lambda y: y.clip(0))),
 ]
 
 
@@ -77,14 +82,24 @@ def test_activation_is_fused_and_equal(name, make):
     assert_activation_close(name, fast(x), model, x)
 
 
-@pytest.mark.parametrize("name", ["gelu", "relu", "gelu_tanh"])
+@pytest.mark.parametrize("name", ["gelu", "relu", "gelu_tanh", "relu6"])
 def test_fused_at_aten_level(name):
-    model = Functional({"gelu": F.gelu, "relu": F.relu, "gelu_tanh": new_gelu}[name]).eval()
+    model = Functional({"gelu": F.gelu, "relu": F.relu, "gelu_tanh": new_gelu, "relu6": nn.ReLU6()}[name]).eval()
     x = torch.randn(5, 64)
     gm = torch.export.export(model, (x,)).module()
     fast = passes.sparsify_graph(gm)
     assert fast.sparsepass_report[0].kernel.endswith(f"+{name}")
     assert_activation_close(name, fast(x), model, x)
+
+
+@pytest.mark.parametrize("clamp", [lambda y: torch.clamp(y, 0, 5), lambda y: y.clamp(-1, 6), nn.Hardtanh(),
+                                   lambda y: y.clamp(max=6), lambda y: torch.clamp(y, y * 0, y * 0 + 6)])
+def test_clamps_no_epilogue_has_stay_in_pytorch(clamp):
+    model = Functional(clamp).eval()
+    fast = passes.sparsify_graph(fx.symbolic_trace(model))
+    assert fast.sparsepass_report["fc"].kernel == "bsr 16x1 rows"
+    x = torch.randn(7, 64) * 5
+    assert_activation_close("none", fast(x), model, x)
 
 
 def test_activation_not_fused_when_linear_output_has_other_users():

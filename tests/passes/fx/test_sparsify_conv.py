@@ -7,22 +7,26 @@ import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sparsepass import SparsifyError, passes
+from sparsepass import SparsifyError, passes, prune
 from sparsepass.passes.fx.fold_bn import fold_batchnorm
 from sparsepass.testing import assert_equivalent, gamma
 from sparsepass.testing import strategies as sps
+from sparsepass.testing.epilogues import TORCH_EPILOGUES
 
 ALWAYS = passes.SparsifyOptions(cost=passes.CostModel(min_speedup=0.0))
 
 
 class ConvBlock(nn.Module):
+    """conv [+ BN] [+ x] [+ activation]; ``relu`` is True (ReLU) or an epilogue's name."""
+
     def __init__(self, conv, bn, relu, residual):
         super().__init__()
         self.conv = conv
         self.bn = nn.BatchNorm2d(conv.out_channels) if bn else None
         keeps_shape = conv.in_channels == conv.out_channels and conv.stride == (1, 1) and (
             conv.kernel_size, conv.padding) in (((3, 3), (1, 1)), ((1, 1), (0, 0)))
-        self.relu, self.residual = relu, residual and keeps_shape
+        self.activation = TORCH_EPILOGUES["relu" if relu is True else relu or "none"]
+        self.residual = residual and keeps_shape
 
     def forward(self, x):
         y = self.conv(x)
@@ -30,7 +34,7 @@ class ConvBlock(nn.Module):
             y = self.bn(y)
         if self.residual:
             y = y + x
-        return torch.relu(y) if self.relu else y
+        return self.activation(y)
 
 
 def conv_bound(conv: nn.Conv2d, x: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
@@ -42,9 +46,11 @@ def conv_bound(conv: nn.Conv2d, x: torch.Tensor, expected: torch.Tensor) -> torc
 
 @settings(max_examples=15)
 @given(conv=sps.pruned_conv2ds(max_channels=20), height=st.integers(3, 17), width=st.integers(3, 17),
-       batch=st.integers(1, 2), relu=st.booleans(), residual=st.booleans(), seed=st.integers(0, 99))
-def test_pattern_and_1x1_convs_equal_pytorch(conv, height, width, batch, relu, residual, seed):
-    model = ConvBlock(conv, bn=False, relu=relu, residual=residual).eval()
+       batch=st.integers(1, 2), activation=st.sampled_from([None, "relu", "relu6"]), residual=st.booleans(),
+       seed=st.integers(0, 99))
+def test_pattern_and_1x1_convs_equal_pytorch(conv, height, width, batch, activation, residual, seed):
+    """Exact epilogues only (ReLU, ReLU6: 1-Lipschitz, so the conv's rounding bound holds after them)."""
+    model = ConvBlock(conv, bn=False, relu=activation, residual=residual).eval()
     x = torch.randn(batch, conv.in_channels, height, width, generator=torch.Generator().manual_seed(seed))
     fast = passes.sparsify_graph(fx.symbolic_trace(model), example_inputs=(x,), options=ALWAYS)
     expected = model(x)
@@ -76,6 +82,29 @@ def test_conv_bn_relu_residual_block_is_one_kernel():
     assert fast.sparsepass_report["conv"].kernel == "pattern conv +residual +relu"
     calls = [n for n in fast.graph.nodes if n.op in ("call_function", "call_module")]
     assert [n.target for n in calls] == [torch.ops.sparsepass.pattern_conv2d.default]
+    assert_equivalent(model, fast, [x])
+
+
+@pytest.mark.parametrize("kernel_size, activation, label", [
+    (1, "relu6", "bsr 4x1 channels +residual +relu6"),
+    (1, "silu", "bsr 4x1 channels +residual +silu"),
+    (3, "relu6", "pattern conv +residual +relu6"),
+    (3, "gelu", "pattern conv +residual +gelu"),
+])
+def test_residual_and_any_activation_fuse_into_one_conv_kernel(kernel_size, activation, label):
+    """ResNet-50's last 1x1 of a bottleneck (+ x, ReLU), MobileNet's ReLU6, EfficientNet's SiLU."""
+    if kernel_size == 1:
+        conv = nn.Conv2d(16, 16, 1)
+        with torch.no_grad():
+            conv.weight.view(16, 16).mul_(prune.block_mask(conv.weight.view(16, 16), (4, 1), 0.25))
+    else:
+        conv = pattern_conv()
+    model = ConvBlock(conv, bn=False, relu=activation, residual=True).eval()
+    x = torch.randn(1, 16, 10, 10)
+    fast = passes.sparsify_graph(fx.symbolic_trace(model), example_inputs=(x,), options=ALWAYS)
+    assert fast.sparsepass_report["conv"].kernel == label
+    calls = [n for n in fast.graph.nodes if n.op in ("call_function", "call_module")]
+    assert len(calls) == 1
     assert_equivalent(model, fast, [x])
 
 

@@ -138,3 +138,46 @@ def test_a_conv_whose_output_has_other_users_runs_once(host):
 
     for actual, expected in zip(vm_call(executable, (x,)), model(x)):
         torch.testing.assert_close(torch.from_numpy(actual.numpy()), expected, rtol=1e-5, atol=1e-5)
+
+
+class ConvResidualActivation(nn.Module):
+    """conv + x, then an activation (a ResNet-50 bottleneck's last 1x1, a MobileNet ReLU6)."""
+
+    def __init__(self, conv: nn.Conv2d, activation: nn.Module):
+        super().__init__()
+        self.conv, self.activation = conv, activation
+
+    def forward(self, x):
+        return self.activation(self.conv(x) + x)
+
+
+def block_pruned_1x1(c=64) -> nn.Conv2d:
+    conv = nn.Conv2d(c, c, 1)
+    with torch.no_grad():
+        conv.weight.view(c, c).mul_(prune.block_mask(conv.weight.view(c, c), (4, 1), 0.25))
+    return conv
+
+
+@pytest.mark.parametrize("conv, activation, label", [
+    (block_pruned_1x1, nn.ReLU6(), "bsr 4x1 channels +residual +relu6"),
+    (block_pruned_1x1, nn.GELU(), "bsr 4x1 channels +residual +gelu"),
+    (block_pruned_1x1, nn.ReLU(), "bsr 4x1 channels +residual +relu"),
+    (lambda: pattern_pruned_conv(16), nn.Hardtanh(0.0, 6.0), "pattern conv +residual +relu6"),
+])
+def test_residual_and_activation_fuse_into_one_conv_kernel(host, conv, activation, label):
+    model = ConvResidualActivation(conv(), activation).eval()
+    x = torch.randn(1, model.conv.in_channels, 28, 28)
+    mod = sp.SparsifyConv2d()(frontends.to_relax(model, (x,)))
+    [kernel] = call_tir_targets(mod)
+    assert sp.report(mod)[0].kernel == label
+    assert not {"relax.nn.conv2d", "relax.add", "relax.clip", "relax.nn.gelu", "relax.nn.relu"} & set(relax_ops(mod))
+    assert_equivalent(model, tvm.compile(mod, target=host), [x])
+
+
+def test_a_clip_to_other_bounds_stays_after_the_kernel(host):
+    model = ConvResidualActivation(block_pruned_1x1(), nn.Hardtanh(-1.0, 1.0)).eval()
+    x = torch.randn(1, 64, 28, 28)
+    mod = sp.SparsifyConv2d()(frontends.to_relax(model, (x,)))
+    assert sp.report(mod)[0].kernel == "bsr 4x1 channels +residual"
+    assert "relax.clip" in relax_ops(mod)
+    assert_equivalent(model, tvm.compile(mod, target=host), [x])

@@ -318,3 +318,18 @@ def test_a_linear_with_its_weight_broadcast_is_rewritten(host):
     assert layer.kernel == "bsr 16x1 rows" and "relax.matmul" in relax_ops(mod)
     assert relax_ops(after).count("relax.matmul") == relax_ops(mod).count("relax.matmul") - 1
     torch.testing.assert_close(run_vm(tvm.compile(after, target=host), q), model(q), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("activation, label", [
+    (nn.ReLU6(), "bsr 32x1 rows +relu6"), (nn.Hardtanh(0, 6), "bsr 32x1 rows +relu6"),
+    (nn.Hardtanh(-2.0, 2.0), "bsr 32x1 rows"),
+])
+def test_relu6_fuses_and_other_clips_stay(host, activation, label):
+    model = nn.Sequential(pruned(128, 64, (32, 1), 0.2), activation).eval()
+    x = torch.randn(2, 32, 64) * 4
+    after = sp.SparsifyLinear(options=ALWAYS)(frontends.to_relax(model, (x,)))
+    assert sp.report(after)[0].kernel == label
+    assert ("relax.clip" in relax_ops(after)) == (label == "bsr 32x1 rows")
+    actual = run_vm(tvm.compile(after, target=host), x)
+    bound = 2 * gamma(65) * (x.abs() @ model[0].weight.abs().T) + 1e-7  # clips are 1-Lipschitz
+    assert ((actual - model(x)).abs() <= bound).all()

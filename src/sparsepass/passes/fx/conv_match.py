@@ -91,12 +91,11 @@ def match_conv(gm: fx.GraphModule, node: fx.Node) -> ConvSite | None:
 _ADDS = (operator.add, torch.add, aten.add.Tensor)
 
 
-def fusable_tail(gm: fx.GraphModule, node: fx.Node, allow_residual: bool,
-                 activations: tuple[str, ...] = ("relu",)):
+def fusable_tail(gm: fx.GraphModule, node: fx.Node, allow_residual: bool):
     """(last node fused, residual node or None, epilogue) for what follows ``node``: an activation
-    (one of ``activations``), a residual add, or an add then an activation."""
+    the kernels have as an epilogue, a residual add, or an add then an activation."""
     found = fusable_activation(gm, node)
-    if found is not None and found[1] in activations:
+    if found is not None:
         return found[0], None, found[1]
     if not allow_residual or len(node.users) != 1:
         return node, None, "none"
@@ -110,7 +109,7 @@ def fusable_tail(gm: fx.GraphModule, node: fx.Node, allow_residual: bool,
     if _reaches(other, node):
         return node, None, "none"  # the residual depends on this node: cannot be its input
     after = fusable_activation(gm, add)
-    if after is not None and after[1] in activations:
+    if after is not None:
         return after[0], other, after[1]
     return add, other, "none"
 

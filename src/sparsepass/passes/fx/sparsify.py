@@ -23,7 +23,6 @@ import torch.fx as fx
 from torch.fx.passes.shape_prop import ShapeProp
 
 from sparsepass.codegen.bsr_format import to_bsr
-from sparsepass.codegen.spec import EPILOGUES
 from sparsepass.codegen.target import canonical_target
 from sparsepass.errors import SparsifyError
 from sparsepass.ops import torch_ops  # noqa: F401  (registers torch.ops.sparsepass)
@@ -49,7 +48,7 @@ class SparsifyOptions:
 
     tokens : rows of X the planner assumes when no example inputs are given
     cost : the planner's cost model
-    fuse_activations : fold a ReLU/GELU/SiLU/tanh that alone consumes a rewritten
+    fuse_activations : fold a ReLU/ReLU6/GELU/SiLU/tanh that alone consumes a rewritten
         layer into its kernel's epilogue
     compact : first remove dead channels physically (compact_channels; needs example inputs)
     pooling : run 2-D max pooling (and a ReLU before it) on sparsepass's kernel on CPUs,
@@ -109,7 +108,7 @@ class _Rewriter:
         produced = site.out or site.node
         if not self.options.fuse_activations or site.bias_node is not None:
             return produced, None, "none"
-        return fusable_tail(self.gm, produced, allow_residual=True, activations=EPILOGUES[1:])
+        return fusable_tail(self.gm, produced, allow_residual=True)
 
     def pack(self, site: LinearSite, decision: Decision) -> list[str]:
         spec = decision.kernel
@@ -251,7 +250,7 @@ def sparsify_graph(
             continue
         conv = match_conv(out, node)
         if conv is not None:
-            layers.append(rewrite_conv(out, conv, rewriter.target, options.fuse_activations))
+            layers.append(rewrite_conv(out, conv, rewriter.target, options.fuse_activations, options.cost))
             continue
         pool = match_max_pool(out, node) if options.pooling else None
         if pool is not None:

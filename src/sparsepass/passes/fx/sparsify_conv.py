@@ -1,9 +1,9 @@
 """The conv half of sparsify_graph: pattern-pruned 3x3 convs and sparse 1x1 convs.
 
-A 3x3 conv with PCONV sparsity becomes ``sparsepass::pattern_conv2d`` (with a
-following ReLU, residual add, or add then ReLU fused into its store); a 1x1
-conv with block or unstructured sparsity becomes ``sparsepass::bsr_conv1x1``
-(with a following ReLU fused). The kernel is specialised to the input's
+A 3x3 conv with PCONV sparsity becomes ``sparsepass::pattern_conv2d``; a 1x1
+conv with block or unstructured sparsity becomes ``sparsepass::bsr_conv1x1``.
+Both fuse into their store what follows alone: an activation (ReLU, ReLU6,
+GELU, SiLU, tanh), a residual add, or an add then an activation. The kernel is specialised to the input's
 height and width, known from the example inputs (ShapeProp) or from the
 ``val`` meta of an exported graph; without them a conv stays dense, and the
 report says so.
@@ -25,7 +25,7 @@ from sparsepass.passes.conv_analysis import detect_conv
 from sparsepass.passes.fx.conv_match import ConvSite, fusable_tail
 from sparsepass.passes.fx.match import node_shape
 from sparsepass.passes.fx.splice import chain, register_arrays, splice_call
-from sparsepass.passes.plan import Decision, choose_conv
+from sparsepass.passes.plan import DEFAULT_COST, CostModel, Decision, choose_conv
 from sparsepass.passes.report import LayerReport
 
 
@@ -43,7 +43,8 @@ def _label(decision: Decision, epilogue: str, residual: bool) -> str:
     return base + (" +residual" if residual else "") + ("" if epilogue == "none" else f" +{epilogue}")
 
 
-def rewrite_conv(gm: fx.GraphModule, site: ConvSite, target: dict, fuse: bool) -> LayerReport:
+def rewrite_conv(gm: fx.GraphModule, site: ConvSite, target: dict, fuse: bool,
+                 cost: CostModel = DEFAULT_COST) -> LayerReport:
     """Rewrite one conv site if the planner says so; return its report entry."""
     if site.why_dense:
         return LayerReport(site.name, "conv2d", (), "-", None, "dense", site.why_dense)
@@ -53,15 +54,14 @@ def rewrite_conv(gm: fx.GraphModule, site: ConvSite, target: dict, fuse: bool) -
     elif site.weight.dtype != torch.float32:
         decision = Decision(None, f"weight dtype is {site.weight.dtype}; sparse kernels are float32 only")
     else:
-        decision = choose_conv(structure, _conv_params(site), target)
+        decision = choose_conv(structure, _conv_params(site), target, cost)
     if decision.kernel is None:
         return LayerReport(site.name, "conv2d", structure.shape, structure.summary(), structure.density,
                            "dense", decision.reason)
     is_pattern = isinstance(decision.kernel, ConvSpec)
-    last, residual, epilogue = fusable_tail(gm, site.node, allow_residual=is_pattern) if fuse \
+    last, residual, epilogue = fusable_tail(gm, site.node, allow_residual=True) if fuse \
         else (site.node, None, "none")
-    spec = dataclasses.replace(decision.kernel, epilogue=epilogue,
-                               **({"residual": residual is not None} if is_pattern else {}))
+    spec = dataclasses.replace(decision.kernel, epilogue=epilogue, residual=residual is not None)
     report = LayerReport(site.name, "conv2d", structure.shape, structure.summary(), structure.density,
                          _label(decision, epilogue, residual is not None), decision.reason,
                          decision.estimated_speedup if decision.sparse_cost else None)
@@ -77,6 +77,6 @@ def rewrite_conv(gm: fx.GraphModule, site: ConvSite, target: dict, fuse: bool) -
         names = register_arrays(gm, site.name, {f: getattr(packed, f) for f in
                                                 ("data", "indices", "indptr", "parts", "bias")})
         splice_call(gm, torch.ops.sparsepass.bsr_conv1x1.default, last,
-                    (site.x, spec.to_json(), site.name), names, report, erase)
+                    (site.x, residual, spec.to_json(), site.name), names, report, erase)
     return report
 

@@ -13,8 +13,10 @@ from sparsepass.passes.relax.normalization import FastNormalizations
 from sparsepass.passes.relax.pipeline import pipeline, sparsepass_passes
 from sparsepass.passes.relax.reorder import ReorderFilters
 from sparsepass.passes.relax.report import report
+from sparsepass.passes.relax.silu import RecogniseSilu
 from sparsepass.passes.relax.sparsify_linear import SparsifyLinear, SparsifyLinearOptions
 
-__all__ = ["CompactChannels", "DenseConv2d", "DenseMatmul", "ReorderFilters", "FastNormalizations", "FoldBatchNorm", "RecogniseTanhGelu",
+__all__ = ["CompactChannels", "DenseConv2d", "DenseMatmul", "ReorderFilters", "FastNormalizations", "FoldBatchNorm", "RecogniseSilu",
+           "RecogniseTanhGelu",
            "SparsifyConv2d", "SparsifyLinear", "SparsifyLinearOptions", "pipeline", "report",
            "sparsepass_passes"]

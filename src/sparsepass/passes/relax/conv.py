@@ -5,9 +5,9 @@ FoldBatchNorm folds an inference ``R.nn.batch_norm`` after ``R.nn.conv2d``
 with PyTorch's formula (``torch.nn.utils.fusion.fuse_conv_bn_weights``).
 
 SparsifyConv2d matches ``conv2d(x, W)`` with a constant W, an optional bias
-add, an optional residual add and an optional ReLU, and rewrites 3x3 PCONV
-layers to ``R.call_tir`` of the pattern conv kernel (all of it fused) and
-sparse 1x1 layers to the BSR "channels" kernel (bias and ReLU fused), using
+add, an optional residual add and an optional activation (activations.py), and
+rewrites 3x3 PCONV layers to ``R.call_tir`` of the pattern conv kernel and
+sparse 1x1 layers to the BSR "channels" kernel, all of it fused, using
 the same analysis, planner and generators as the torch.fx path. Like
 SparsifyLinear it decides on the original function (outermost matches whose
 folded values have no other use, `sites.py`) and reports each site once.
@@ -31,6 +31,7 @@ from sparsepass.codegen.pattern_format import pack
 from sparsepass.codegen.target import canonical_target
 from sparsepass.passes.conv_analysis import detect_conv
 from sparsepass.passes.plan import Decision, choose_conv
+from sparsepass.passes.relax.activations import activation_of, epilogue_of
 from sparsepass.passes.relax.kernels import add_kernel
 from sparsepass.passes.relax.names import constant_names, layer_name, passed_on, with_names
 from sparsepass.passes.relax.report import append_report
@@ -116,7 +117,7 @@ class _ConvPattern:
         self.biased = is_op("relax.add")(self.conv, self.b) | is_op("relax.add")(self.b, self.conv)
         base = self.biased | self.conv
         self.res = is_op("relax.add")(base, self.r) | is_op("relax.add")(self.r, base)
-        self.root = is_op("relax.nn.relu")(self.res) | is_op("relax.nn.relu")(base) | self.res | base
+        self.root = activation_of(self.res) | activation_of(base) | self.res | base
         #: sub-patterns whose matches are part of the layer (not operands such as x or r)
         self.parts = (self.conv, self.biased, self.res)
         self.operands = (self.x, self.r)
@@ -144,7 +145,7 @@ class _SparsifyConv:
 
     def __init__(self, bb: relax.BlockBuilder, target: dict, names: dict):
         self.bb, self.target, self.names = bb, target, names
-        self.kernels, self.layers = {}, []
+        self.kernels, self.layers, self.sites = {}, [], {}
         self.pattern = _ConvPattern()
 
     def kernel(self, spec):
@@ -155,6 +156,13 @@ class _SparsifyConv:
         return self.kernels[spec]
 
     def site(self, root, matches) -> _Site:
+        """The site of the match rooted at ``root``, analysed and planned once (``fusable`` and
+        ``replace`` both ask)."""
+        if root not in self.sites:
+            self.sites[root] = self._analyse(root, matches)
+        return self.sites[root]
+
+    def _analyse(self, root, matches) -> _Site:
         p = self.pattern
         conv, x = matches[p.conv], matches[p.x]
         weight = _value(matches[p.w])
@@ -163,7 +171,7 @@ class _SparsifyConv:
         if residual is not None and _value(residual) is not None and bias_expr is None:
             bias_expr, residual = residual, None  # the "residual" was the bias add
         bias = None if bias_expr is None else _value(bias_expr)
-        epilogue = "relu" if getattr(root.op, "name", "") == "relax.nn.relu" else "none"
+        epilogue = epilogue_of(root)
         return _Site(weight, structure, self.decide(conv, x, structure), bias, bias_expr, residual, epilogue)
 
     def decide(self, conv, x, structure) -> Decision:
@@ -183,16 +191,14 @@ class _SparsifyConv:
         return choose_conv(structure, params, self.target)
 
     def fusable(self, root, matches) -> bool:
-        """Whether the kernel the planner picks takes every add of the match: a bias of one value
-        per filter, and a residual shaped like the output only for pattern convs."""
+        """Whether the kernels take every op of the match: an activation they have as an epilogue,
+        a bias of one value per filter, a residual shaped like the output."""
+        if epilogue_of(root) is None:
+            return False
         site = self.site(root, matches)
         if site.bias is not None and not _per_channel(site.bias_expr, site.weight.shape[0]):
             return False
-        if site.residual is None:
-            return True
-        # a sparse 1x1 kernel fuses no residual: the conv with its bias is the site then
-        return _same_shape(site.residual, matches[self.pattern.conv]) and (
-            site.decision.kernel is None or site.is_pattern)
+        return site.residual is None or _same_shape(site.residual, matches[self.pattern.conv])
 
     def replace(self, root, matches, remap):
         """The kernel call replacing the match rooted at ``root`` (None: it stays dense)."""
@@ -203,8 +209,7 @@ class _SparsifyConv:
         conv = matches[self.pattern.conv]
         x, out_shape = remap(matches[self.pattern.x]), conv.ty.shape
         bias_vector = None if site.bias is None else site.bias.reshape(-1)
-        spec = dataclasses.replace(site.decision.kernel, epilogue=site.epilogue,
-                                   **({"residual": site.residual is not None} if site.is_pattern else {}))
+        spec = dataclasses.replace(site.decision.kernel, epilogue=site.epilogue, residual=site.residual is not None)
         if site.is_pattern:
             packed = pack(spec, site.weight, bias_vector)
             arrays = [relax.const(getattr(packed, f)) for f in PACKED_FIELDS]
@@ -213,8 +218,9 @@ class _SparsifyConv:
                                   out_ty=relax.TensorType(out_shape, "float32"))
         packed = to_bsr(site.weight[:, :, 0, 0], spec.block, spec.parts, bias_vector)
         arrays = [relax.const(getattr(packed, f)) for f in ("data", "indices", "indptr", "parts", "bias")]
-        arrays.append(relax.const(np.zeros(1, np.float32)))  # no residual
         n, c, h, w = (int(d) for d in matches[self.pattern.x].ty.shape.values)
+        arrays.append(relax.const(np.zeros(1, np.float32)) if site.residual is None  # no residual
+                      else relax.op.reshape(remap(site.residual), [n, spec.out_features, h * w]))
         flat = relax.op.reshape(x, [n, c, h * w])
         out = relax.call_tir(self.kernel(spec), [flat, *arrays],
                              out_ty=relax.TensorType([n, spec.out_features, h * w], "float32"))
@@ -226,7 +232,7 @@ class _SparsifyConv:
             label = "dense"
         else:
             label = ("pattern conv" if site.is_pattern else f"bsr {spec.block[0]}x{spec.block[1]} channels") + \
-                (" +residual" if site.residual is not None else "") + ("" if site.epilogue == "none" else " +relu")
+                (" +residual" if site.residual is not None else "") + ("" if site.epilogue == "none" else f" +{site.epilogue}")
         name = layer_name(self.names, site.weight, f"conv{len(self.layers)}")
         self.layers.append(LayerReport(name, "relax.nn.conv2d", site.structure.shape, site.structure.summary(),
                                        site.structure.density, label, site.decision.reason,

@@ -2,7 +2,8 @@
 
 Use as ``tvm.compile(mod, target, relax_pipeline=pipeline(target))``. Stages:
 
-1. sparsepass: FoldBatchNorm, CompactChannels (dead channels out), ReorderFilters
+1. sparsepass: FoldBatchNorm, RecogniseSilu (the importer's ``x * sigmoid(x)`` as one
+   op), CompactChannels (dead channels out), ReorderFilters
    (balanced filter order), SparsifyConv2d (PCONV 3x3 and sparse 1x1 convs),
    RecogniseTanhGelu (GPT-2's written-out GELU as one op), SparsifyLinear
    (pruned constant-weight linears -> BSR kernels), DenseConv2d (the convs kept
@@ -15,7 +16,7 @@ Use as ``tvm.compile(mod, target, relax_pipeline=pipeline(target))``. Stages:
    then our injective rule (parallel + vectorised);
 4. TVM's dataflow lowering and finalization for the Relax VM.
 
-For CUDA targets: FoldBatchNorm, SparsifyConv2d, RecogniseTanhGelu and SparsifyLinear with the
+For CUDA targets: FoldBatchNorm, RecogniseSilu, SparsifyConv2d, RecogniseTanhGelu and SparsifyLinear with the
 CUDA kernels, then TVM's CUDA backend (dlight's GPU rules schedule the rest).
 """
 
@@ -36,13 +37,14 @@ from sparsepass.passes.relax.legalize import LEGALIZE_MAP
 from sparsepass.passes.relax.normalization import FastNormalizations
 from sparsepass.passes.relax.reorder import ReorderFilters
 from sparsepass.passes.relax.schedule import CPU_RULES
+from sparsepass.passes.relax.silu import RecogniseSilu
 from sparsepass.passes.relax.sparsify_linear import SparsifyLinear, SparsifyLinearOptions
 
 
 def sparsepass_passes(target=None, options: SparsifyLinearOptions = SparsifyLinearOptions()) -> list:
     """The sparsepass rewrites, for users composing their own Sequential: pruned linears to
     BSR kernels, then every remaining matmul (dense weights folded to constants) to ours."""
-    return [FoldBatchNorm(), CompactChannels(target), ReorderFilters(), SparsifyConv2d(target),
+    return [FoldBatchNorm(), RecogniseSilu(), CompactChannels(target), ReorderFilters(), SparsifyConv2d(target),
             RecogniseTanhGelu(), SparsifyLinear(target, options), DenseConv2d(target), relax.transform.FoldConstant(),
             DenseMatmul(target),
             FastNormalizations(target)]
@@ -52,6 +54,7 @@ def _cuda_stages(target_dict: dict, tvm_tgt, options) -> list:
     """On NVIDIA GPUs: our BSR kernels, then TVM's CUDA backend (dlight GPU schedules)."""
     return [
         FoldBatchNorm(),
+        RecogniseSilu(),
         CompactChannels(target_dict),
         SparsifyConv2d(target_dict),
         RecogniseTanhGelu(),

@@ -28,14 +28,12 @@ from sparsepass.codegen.build import primfunc
 from sparsepass.codegen.target import canonical_target
 from sparsepass.passes.analysis import detect
 from sparsepass.passes.plan import DEFAULT_COST, DEFAULT_TOKENS, CostModel, Decision, choose
+from sparsepass.passes.relax.activations import activation_of, epilogue_of
 from sparsepass.passes.relax.kernels import add_kernel
 from sparsepass.passes.relax.names import constant_names, layer_name
 from sparsepass.passes.relax.report import append_report
 from sparsepass.passes.relax.sites import outermost_matches, rewrite_sites
 from sparsepass.passes.report import LayerReport
-
-ACTIVATIONS = {"relax.nn.relu": "relu", "relax.nn.gelu": "gelu", "relax.nn.gelu_tanh": "gelu_tanh",
-               "relax.nn.silu": "silu", "relax.tanh": "tanh"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,9 +67,8 @@ class _Pattern:
         self.residual = is_op("relax.add")(out, self.r) | is_op("relax.add")(self.r, out)
         root = self.linear
         if fuse_activations:
-            for name in ACTIVATIONS:
-                root = is_op(name)(self.residual) | is_op(name)(self.linear) | is_op(name)(self.reshaped) | root
-            root = self.residual | root
+            root = activation_of(self.residual) | activation_of(self.linear) | activation_of(self.reshaped) \
+                | self.residual | root
         self.root = root
         #: sub-patterns whose matches are part of the layer (not operands such as x or r)
         self.parts = (self.mm, self.add, self.linear, self.reshaped, self.residual)
@@ -158,11 +155,6 @@ class _Rewriter:
         self.kernels: dict = {}
         self.layers: list[LayerReport] = []  # one per rewritten or examined site, in binding order
 
-    def epilogue(self, orig, matches, pattern) -> str:
-        if not isinstance(orig, relax.Call) or getattr(orig.op, "name", None) not in ACTIVATIONS:
-            return "none"
-        return ACTIVATIONS[orig.op.name]
-
     def replace(self, orig, matches, remap):
         """The kernel call replacing the match rooted at ``orig`` (None: it stays), its operands
         mapped to their current values by ``remap``."""
@@ -172,7 +164,7 @@ class _Rewriter:
         if len(x.ty.shape.values) < 1:
             return None  # x of unknown rank
         bias, residual = bias_and_residual(matches, pattern)
-        epilogue = self.epilogue(orig, matches, pattern)
+        epilogue = epilogue_of(orig)
         structure = detect(weight)
         rows = _static_rows(x) or self.options.tokens
         decision = choose(structure, self.target, tokens=rows, epilogue=epilogue, cost=self.options.cost)
@@ -224,8 +216,9 @@ class _Rewriter:
         self.pattern = _Pattern(self.options.fuse_activations)
         pattern = self.pattern
 
-        def accept(_root, matches) -> bool:
-            return is_linear(matches, pattern) and fusable(matches, pattern, linear_weight(matches, pattern).shape[0])
+        def accept(root, matches) -> bool:
+            return epilogue_of(root) is not None and is_linear(matches, pattern) and fusable(
+                matches, pattern, linear_weight(matches, pattern).shape[0])
 
         sites = {var: functools.partial(self.replace, root, matches)
                  for var, (root, matches) in outermost_matches(func, pattern, accept).items()}
