@@ -56,18 +56,21 @@ def pattern_conv2d(x: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor
     return out
 
 
-def _bsr_conv1x1_fake(x, data, indices, indptr, parts, bias, residual, spec, layer):
-    return x.new_empty((x.shape[0], linear_spec(spec).out_features, *x.shape[2:]))
+def _bsr_conv1x1_fake(x, data, indices, indptr, parts, bias, residual, stride, spec, layer):
+    return x.new_empty((x.shape[0], linear_spec(spec).out_features,
+                        -(-x.shape[2] // stride[0]), -(-x.shape[3] // stride[1])))
 
 
 @kernel_op("bsr_conv1x1", _bsr_conv1x1_fake)
 def bsr_conv1x1(x: torch.Tensor, data: torch.Tensor, indices: torch.Tensor, indptr: torch.Tensor,
-                parts: torch.Tensor, bias: torch.Tensor, residual: Optional[torch.Tensor], spec: str,
-                layer: str) -> torch.Tensor:
-    """A 1x1 conv (stride 1, no padding) with a BSR weight (+ bias, + residual, + epilogue per the
-    spec), NCHW float32."""
+                parts: torch.Tensor, bias: torch.Tensor, residual: Optional[torch.Tensor], stride: list[int],
+                spec: str, layer: str) -> torch.Tensor:
+    """A 1x1 conv (no padding; a stride reads every stride-th position) with a BSR weight
+    (+ bias, + residual, + epilogue per the spec), NCHW float32."""
     s = linear_spec(spec)
     _check(x, s.in_features, layer)
+    if tuple(stride) != (1, 1):
+        x = x[:, :, ::stride[0], ::stride[1]]
     n, _, h, w = x.shape
     out = torch.empty(n, s.out_features, h, w)
     res = _residual(residual, s.residual, out, layer)

@@ -218,9 +218,10 @@ def choose_conv(structure, conv: dict, target: dict, cost: CostModel = DEFAULT_C
     if (kh, kw) == (1, 1) and is_cuda(target):
         return _dense("1x1 convs run dense (cuDNN) on GPUs")
     if (kh, kw) == (1, 1):
-        if conv["stride"] != (1, 1) or conv["padding"] != (0, 0):
-            return _dense("1x1 conv with stride or padding stays dense")
-        positions = conv["batch"] * conv["height"] * conv["width"] if conv["height"] else DEFAULT_TOKENS
+        if conv["padding"] != (0, 0):
+            return _dense("1x1 conv with padding stays dense")
+        (sh, sw), height, width = conv["stride"], conv["height"], conv["width"]
+        positions = conv["batch"] * -(-height // sh) * -(-width // sw) if height else DEFAULT_TOKENS
         return _choose_channels(structure.matrix, target, positions, cost)
     if (kh, kw) != (3, 3) or conv["stride"][0] != conv["stride"][1] or conv["padding"][0] != conv["padding"][1]:
         return _dense(f"{kh}x{kw} kernels (or uneven stride/padding) stay dense; 3x3 and 1x1 are supported")

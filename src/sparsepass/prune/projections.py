@@ -48,3 +48,13 @@ def prune_linears(model: nn.Module, block: tuple[int, int], density: float,
     [out, in] transpose), except names in ``skip``; return the masks, [out, in]."""
     weights = {name: linear_weight(module) for name, module in model.named_modules() if name not in skip}
     return {name: prune_blocks(weight, block, density) for name, weight in weights.items() if weight is not None}
+
+
+def prune_pointwise_convs(model: nn.Module, block: tuple[int, int], density: float,
+                          skip: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """Block-prune every 1x1 conv of ``model`` (ungrouped; its weight read as [out, in], as the
+    BSR "channels" kernel runs it), except names in ``skip``; return the masks, [out, in]."""
+    convs = {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d) and name not in skip
+             and m.kernel_size == (1, 1) and m.groups == 1}
+    return {name: prune_blocks(conv.weight.data.view(conv.out_channels, conv.in_channels), block, density)
+            for name, conv in convs.items()}

@@ -6,6 +6,14 @@ import torch
 import torch.nn as nn
 
 
+def _projection(in_channels: int, out_channels: int, stride: int) -> nn.Module | None:
+    """A residual's strided 1x1 conv + BatchNorm where the block changes the shape, else None."""
+    if stride == 1 and in_channels == out_channels:
+        return None
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                         nn.BatchNorm2d(out_channels))
+
+
 class BasicBlock(nn.Module):
     """ResNet's basic block: two 3x3 convs with BatchNorm, a residual, ReLU."""
 
@@ -15,10 +23,7 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(channels)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(channels)
-        self.downsample = None
-        if stride != 1 or in_channels != channels:
-            self.downsample = nn.Sequential(nn.Conv2d(in_channels, channels, 1, stride=stride, bias=False),
-                                            nn.BatchNorm2d(channels))
+        self.downsample = _projection(in_channels, channels, stride)
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
@@ -39,6 +44,51 @@ class ResNet18(nn.Module):
             stride = 1 if stage == 0 else 2
             layers += [BasicBlock(channels, out_channels, stride), BasicBlock(out_channels, out_channels)]
             channels = out_channels
+        self.layers = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.layers(self.stem(x))), 1))
+
+
+class Bottleneck(nn.Module):
+    """ResNet-50's block: 1x1 (reduce), 3x3 (stride), 1x1 (expand 4x), BatchNorm after each, a
+    residual (projected by a strided 1x1 where the shape changes), ReLU."""
+
+    expansion = 4
+
+    def __init__(self, in_channels: int, channels: int, stride: int = 1):
+        super().__init__()
+        out_channels = channels * self.expansion
+        self.conv1 = nn.Conv2d(in_channels, channels, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.conv3 = nn.Conv2d(channels, out_channels, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_channels)
+        self.downsample = _projection(in_channels, out_channels, stride)
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = torch.relu(self.bn2(self.conv2(out)))
+        return torch.relu(self.bn3(self.conv3(out)) + identity)
+
+
+class ResNet50(nn.Module):
+    """ResNet-50 (He et al. 2016: bottleneck stages of 3, 4, 6, 3 blocks), with a width
+    multiplier and optionally fewer blocks per stage, for tests at small sizes."""
+
+    def __init__(self, num_classes: int = 1000, width: int = 64, depths=(3, 4, 6, 3)):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False),
+                                  nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(3, stride=2, padding=1))
+        layers, channels = [], width
+        for stage, (depth, inner) in enumerate(zip(depths, [width, 2 * width, 4 * width, 8 * width])):
+            for i in range(depth):
+                layers.append(Bottleneck(channels, inner, 2 if stage > 0 and i == 0 else 1))
+                channels = inner * Bottleneck.expansion
         self.layers = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)

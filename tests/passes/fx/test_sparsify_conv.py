@@ -154,3 +154,17 @@ def test_fold_batchnorm_matches_pytorch_fuse():
     ours, theirs = fold_batchnorm(fx.symbolic_trace(model)), fuse(model)
     x = torch.randn(2, 6, 7, 7)
     torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("size", [15, 16])
+def test_a_strided_1x1_conv_reads_every_other_position(size):
+    """ResNet's downsample projections: a 1x1 conv with stride 2, odd and even maps."""
+    conv = nn.Conv2d(64, 128, 1, stride=2, bias=False)
+    with torch.no_grad():
+        conv.weight.view(128, 64).mul_(prune.block_mask(conv.weight.view(128, 64), (4, 1), 0.2))
+    model = ConvBlock(conv, bn=False, relu=False, residual=False).eval()
+    x = torch.randn(2, 64, size, size)
+    fast = passes.sparsify_graph(fx.symbolic_trace(model), example_inputs=(x,), options=ALWAYS)
+    assert fast.sparsepass_report["conv"].kernel == "bsr 4x1 channels"
+    assert fast(x).shape == model(x).shape
+    assert_equivalent(model, fast, [x])

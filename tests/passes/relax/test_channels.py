@@ -91,3 +91,38 @@ def test_reorder_filters_permutes_and_keeps_outputs(host):
     changed = sum(not np.array_equal(a, b) for a, b in zip(constants(mod), constants(reordered)))
     assert changed > 10
     assert_equivalent(model, tvm.compile(reordered, target=host), [x])
+
+
+class PointwiseThenPattern(nn.Module):
+    """A 1x1 conv pruned to ``block`` blocks with unequal work per filter, ReLU, a pattern conv,
+    then a 1x1 conv pruned to ``block`` blocks reading the pattern conv's filters."""
+
+    def __init__(self, block):
+        super().__init__()
+        self.a = nn.Conv2d(32, 32, 1, bias=False)
+        self.b, self.c = nn.Conv2d(32, 32, 3, padding=1, bias=False), nn.Conv2d(32, 32, 1, bias=False)
+        prune.pattern_prune(self.b, taps=4, patterns=8, connectivity=0.5)
+        with torch.no_grad():
+            self.b.weight[:16] *= torch.rand(16, 32, 1, 1) < 0.3  # skewed: worth reordering
+            for conv in (self.a, self.c):
+                prune.prune_blocks(conv.weight.data.view(32, 32), block, 0.3)
+                conv.weight.data.view(32, 32)[: block[0]] = 0  # a zero block row: skewed work
+
+    def forward(self, x):
+        return self.c(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+def test_reorder_filters_keeps_the_blocks_of_bsr_layers(host):
+    """Permuting the 1x1 producer's filters would break its 4x1 blocks (refused); permuting the
+    pattern conv's filters moves only the 1x1 reader's columns, which 4x1 blocks allow."""
+    torch.manual_seed(0)
+    model = PointwiseThenPattern((4, 1)).eval()
+    x = torch.randn(1, 32, 14, 14)
+    mod = frontends.to_relax(model, (x,))
+    reordered = sp.ReorderFilters()(mod)
+    weights = [c for c in constants(mod) if c.ndim == 4]
+    moved = [not np.array_equal(a, b) for a, b in zip(weights, [c for c in constants(reordered) if c.ndim == 4])]
+    assert moved == [False, True, True]  # a kept; b's filters and c's columns permuted
+    lowered = sp.SparsifyConv2d()(reordered)
+    assert [layer.structure for layer in sp.report(lowered) if layer.shape[2:] == (1, 1)] == ["block 4x1"] * 2
+    assert_equivalent(model, tvm.compile(reordered, target=host), [x])

@@ -181,3 +181,14 @@ def test_a_clip_to_other_bounds_stays_after_the_kernel(host):
     assert sp.report(mod)[0].kernel == "bsr 4x1 channels +residual"
     assert "relax.clip" in relax_ops(mod)
     assert_equivalent(model, tvm.compile(mod, target=host), [x])
+
+
+def test_a_strided_1x1_conv_is_rewritten(host):
+    conv = nn.Conv2d(64, 128, 1, stride=2)
+    with torch.no_grad():
+        conv.weight.view(128, 64).mul_(prune.block_mask(conv.weight.view(128, 64), (4, 1), 0.2))
+    model = nn.Sequential(conv, nn.ReLU()).eval()
+    x = torch.randn(1, 64, 29, 29)
+    mod = sp.SparsifyConv2d()(frontends.to_relax(model, (x,)))
+    assert sp.report(mod)[0].kernel == "bsr 4x1 channels +relu"
+    assert_equivalent(model, tvm.compile(mod, target=host), [x])

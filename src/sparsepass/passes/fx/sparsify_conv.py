@@ -77,6 +77,6 @@ def rewrite_conv(gm: fx.GraphModule, site: ConvSite, target: dict, fuse: bool,
         names = register_arrays(gm, site.name, {f: getattr(packed, f) for f in
                                                 ("data", "indices", "indptr", "parts", "bias")})
         splice_call(gm, torch.ops.sparsepass.bsr_conv1x1.default, last,
-                    (site.x, residual, spec.to_json(), site.name), names, report, erase)
+                    (site.x, residual, list(site.stride), spec.to_json(), site.name), names, report, erase)
     return report
 

@@ -219,6 +219,10 @@ class _SparsifyConv:
         packed = to_bsr(site.weight[:, :, 0, 0], spec.block, spec.parts, bias_vector)
         arrays = [relax.const(getattr(packed, f)) for f in ("data", "indices", "indptr", "parts", "bias")]
         n, c, h, w = (int(d) for d in matches[self.pattern.x].ty.shape.values)
+        sh, sw = (int(v) for v in _conv_attrs(conv)["strides"])
+        if (sh, sw) != (1, 1):  # a strided 1x1 conv reads every stride-th position
+            x = relax.op.strided_slice(x, axes=[2, 3], begin=[0, 0], end=[h, w], strides=[sh, sw])
+            h, w = -(-h // sh), -(-w // sw)
         arrays.append(relax.const(np.zeros(1, np.float32)) if site.residual is None  # no residual
                       else relax.op.reshape(remap(site.residual), [n, spec.out_features, h * w]))
         flat = relax.op.reshape(x, [n, c, h * w])
