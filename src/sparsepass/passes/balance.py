@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+from sparsepass.passes.analysis import detect
 
 
 def bisect(filters: list[int], work: list[float]) -> list[int]:
@@ -29,3 +32,13 @@ def imbalance(work: torch.Tensor) -> float:
     half = len(work) // 2
     total = float(work.sum()) or 1.0
     return max(float(work[:half].sum()), float(work[half:].sum())) / total
+
+
+def keeps_blocks(matrices: list[tuple[np.ndarray, int]], perm) -> bool:
+    """Whether permuting each [out, in] matrix along its axis (0: its filters, 1: its input
+    channels) by ``perm`` leaves the block shape detect() finds in it as it was: the BSR kernels
+    of a 1x1 conv or linear run its blocks, and a balanced order ignores them (a ResNet-50's
+    4x1 blocks became 1x1 blocks, 1.4x slower)."""
+    order = np.asarray(perm)
+    return all(detect(np.take(matrix, order, axis=axis)).block == detect(matrix).block
+               for matrix, axis in matrices)

@@ -141,3 +141,26 @@ class BlockPrunedMlp(nn.Module):
 
     def forward(self, x):
         return self.b(torch.relu(self.a(x)))
+
+
+class PointwiseThenPattern(nn.Module):
+    """A 1x1 conv pruned to ``block`` blocks with unequal work per filter, ReLU, a pattern conv
+    with unequal work per filter, then a 1x1 conv pruned to ``block`` blocks: where a balanced
+    filter order (ReorderFilters) may break a sparse layer's blocks."""
+
+    def __init__(self, block=(4, 1)):
+        super().__init__()
+        from sparsepass import prune
+
+        torch.manual_seed(0)
+        self.a = nn.Conv2d(32, 32, 1, bias=False)
+        self.b, self.c = nn.Conv2d(32, 32, 3, padding=1, bias=False), nn.Conv2d(32, 32, 1, bias=False)
+        prune.pattern_prune(self.b, taps=4, patterns=8, connectivity=0.5)
+        with torch.no_grad():
+            self.b.weight[:16] *= torch.rand(16, 32, 1, 1) < 0.3  # skewed: worth reordering
+            for conv in (self.a, self.c):
+                prune.prune_blocks(conv.weight.data.view(32, 32), block, 0.3)
+                conv.weight.data.view(32, 32)[: block[0]] = 0  # a zero block row: skewed work
+
+    def forward(self, x):
+        return self.c(torch.relu(self.b(torch.relu(self.a(x)))))

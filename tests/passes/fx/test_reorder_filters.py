@@ -6,9 +6,11 @@ import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sparsepass.passes.analysis import detect
 from sparsepass.passes.fx.reorder_filters import channel_groups, reorder_filters
 from sparsepass.testing import assert_equivalent
 from sparsepass.testing import strategies as sps
+from sparsepass.testing.models import PointwiseThenPattern
 
 
 class Residual(nn.Module):
@@ -79,3 +81,16 @@ def test_group_fed_by_something_else_is_left_alone():
     reordered = reorder_filters(fx.symbolic_trace(FromInput().eval()))
     [group] = reordered.sparsepass_reorder
     assert not group.permuted and "x (not a conv)" in group.reason
+
+
+def test_a_group_whose_order_would_break_sparse_1x1_blocks_is_left_alone():
+    """The 1x1 producer's 4x1 blocks refuse its filters' reorder; the pattern conv's filters
+    move, since they only permute the next 1x1's columns, which 4x1 blocks allow."""
+    model = PointwiseThenPattern((4, 1)).eval()
+    reordered = reorder_filters(fx.symbolic_trace(model))
+    by_producer = {group.producers: group for group in reordered.sparsepass_reorder}
+    assert not by_producer[("a",)].permuted and "blocks" in by_producer[("a",)].reason
+    assert by_producer[("b",)].permuted
+    assert torch.equal(reordered.a.weight, model.a.weight)
+    assert detect(reordered.c.weight.detach()[:, :, 0, 0]).block == (4, 1)
+    assert_equivalent(model, reordered, [torch.randn(1, 32, 12, 12)])

@@ -10,6 +10,7 @@ from sparsepass.passes import relax as sp
 from sparsepass.testing import assert_equivalent
 from sparsepass.testing.models import (
     BlockPrunedMlp,
+    PointwiseThenPattern,
     ResNet18,
     randomize_batchnorm,
     remove_half_block_filters,
@@ -91,25 +92,6 @@ def test_reorder_filters_permutes_and_keeps_outputs(host):
     changed = sum(not np.array_equal(a, b) for a, b in zip(constants(mod), constants(reordered)))
     assert changed > 10
     assert_equivalent(model, tvm.compile(reordered, target=host), [x])
-
-
-class PointwiseThenPattern(nn.Module):
-    """A 1x1 conv pruned to ``block`` blocks with unequal work per filter, ReLU, a pattern conv,
-    then a 1x1 conv pruned to ``block`` blocks reading the pattern conv's filters."""
-
-    def __init__(self, block):
-        super().__init__()
-        self.a = nn.Conv2d(32, 32, 1, bias=False)
-        self.b, self.c = nn.Conv2d(32, 32, 3, padding=1, bias=False), nn.Conv2d(32, 32, 1, bias=False)
-        prune.pattern_prune(self.b, taps=4, patterns=8, connectivity=0.5)
-        with torch.no_grad():
-            self.b.weight[:16] *= torch.rand(16, 32, 1, 1) < 0.3  # skewed: worth reordering
-            for conv in (self.a, self.c):
-                prune.prune_blocks(conv.weight.data.view(32, 32), block, 0.3)
-                conv.weight.data.view(32, 32)[: block[0]] = 0  # a zero block row: skewed work
-
-    def forward(self, x):
-        return self.c(torch.relu(self.b(torch.relu(self.a(x)))))
 
 
 def test_reorder_filters_keeps_the_blocks_of_bsr_layers(host):

@@ -12,7 +12,8 @@ permutation so the graph's outputs never change:
   operands and the result of a residual add;
 - a group is permuted only if every producer in it is a Conv2d with constant
   weights (its filters and bias are permuted); BatchNorms in it permute their
-  statistics; convs reading it permute their input channels;
+  statistics; convs reading it permute their input channels; and only if no
+  1x1 conv producing or reading it loses its block shape (balance.keeps_blocks);
 - any other consumer (pooling, flatten, the graph output, an unknown op) gets
   one gather back to the original order, which the report lists.
 """
@@ -28,7 +29,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from sparsepass.passes.balance import balanced_order, imbalance
+from sparsepass.passes.balance import balanced_order, imbalance, keeps_blocks
 
 _ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.Identity)
 _ACTIVATION_FUNCTIONS = (torch.relu, torch.nn.functional.relu, torch.sigmoid, torch.tanh,
@@ -89,6 +90,16 @@ def _kernel_work(conv: nn.Conv2d) -> torch.Tensor:
     return (conv.weight.detach() != 0).reshape(conv.out_channels, -1).sum(dim=1).double()
 
 
+def _bsr_matrices(gm: fx.GraphModule, group: set[fx.Node]) -> list[tuple[torch.Tensor, int]]:
+    """The [out, in] weights of the 1x1 convs producing ``group`` (rows permuted) and reading it
+    (columns permuted), which run as BSR with blocks to keep."""
+    at = [(_module(gm, n), 0) for n in group if _is_conv(gm, n)]
+    at += [(_module(gm, user), 1) for n in group for user in n.users
+           if user not in group and _is_conv(gm, user) and user.args[0] is n]
+    return [(conv.weight.detach().reshape(conv.out_channels, conv.in_channels).numpy(), axis)
+            for conv, axis in at if conv.kernel_size == (1, 1)]
+
+
 def _permute_group(gm: fx.GraphModule, group: set[fx.Node], perm: torch.Tensor) -> list[str]:
     """Apply ``perm`` to producers and BNs of ``group``; fix its consumers; return gathers made."""
     inverse = torch.argsort(perm)
@@ -147,6 +158,9 @@ def reorder_filters(gm: fx.GraphModule) -> fx.GraphModule:
             reports.append(GroupReport(names, False, "every filter has the same work already"))
             continue
         perm = balanced_order(work)
+        if not keeps_blocks(_bsr_matrices(out, group), perm):
+            reports.append(GroupReport(names, False, "a balanced order would break the blocks of a sparse 1x1 conv"))
+            continue
         gathers = _permute_group(out, group, perm)
         reports.append(GroupReport(names, True, "filters reordered for balanced work", tuple(gathers),
                                    imbalance(work), imbalance(work[perm])))

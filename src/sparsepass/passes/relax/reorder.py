@@ -19,8 +19,7 @@ import numpy as np
 import torch
 from tvm import ir, relax
 
-from sparsepass.passes.analysis import detect
-from sparsepass.passes.balance import balanced_order
+from sparsepass.passes.balance import balanced_order, keeps_blocks
 from sparsepass.passes.relax.channels import Channels, _value, analyse, substitute_constants
 
 
@@ -56,17 +55,12 @@ def _matrix(layer) -> np.ndarray:
     return w.reshape(w.shape[0], w.shape[1])
 
 
-def keeps_blocks(facts: Channels, group: set, perm: np.ndarray) -> bool:
-    """Whether permuting ``group`` leaves the block shape of every BSR-run layer at it as it was."""
-    producers = [(facts.layers[v], 0) for v in group if v in facts.layers]
-    readers = [(layer, 1) for layer in facts.readers if layer.x in group]
-    for layer, axis in producers + readers:
-        if any(k != 1 for k in layer.kernel):
-            continue  # a pattern conv: its kernels' patterns move with their filters and channels
-        matrix = _matrix(layer)
-        if detect(np.take(matrix, perm, axis=axis)).block != detect(matrix).block:
-            return False
-    return True
+def _bsr_matrices(facts: Channels, group: set) -> list[tuple[np.ndarray, int]]:
+    """The [out, in] weights of the 1x1 convs and linears at ``group``, with the axis permuted:
+    rows of those producing it, columns of those reading it (pattern convs' kernels just move)."""
+    at = [(facts.layers[v], 0) for v in group if v in facts.layers]
+    at += [(layer, 1) for layer in facts.readers if layer.x in group]
+    return [(_matrix(layer), axis) for layer, axis in at if all(k == 1 for k in layer.kernel)]
 
 
 def permute_group(facts: Channels, group: set, perm: np.ndarray, mapping: dict) -> None:
@@ -98,7 +92,7 @@ def reorder_module(mod: ir.IRModule) -> ir.IRModule:
         mapping: dict = {}
         for group in groups(facts):
             perm = _permutation(facts, group)
-            if perm is not None and keeps_blocks(facts, group, perm):
+            if perm is not None and keeps_blocks(_bsr_matrices(facts, group), perm):
                 permute_group(facts, group, perm, mapping)
         if mapping:
             mod = substitute_constants(mod, gvar, mapping)
