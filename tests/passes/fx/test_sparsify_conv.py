@@ -168,3 +168,16 @@ def test_a_strided_1x1_conv_reads_every_other_position(size):
     assert fast.sparsepass_report["conv"].kernel == "bsr 4x1 channels"
     assert fast(x).shape == model(x).shape
     assert_equivalent(model, fast, [x])
+
+
+def test_a_fused_residual_of_the_wrong_shape_is_refused_by_name():
+    conv = nn.Conv2d(16, 16, 1)
+    with torch.no_grad():
+        conv.weight.view(16, 16).mul_(prune.block_mask(conv.weight.view(16, 16), (4, 1), 0.25))
+    model = ConvBlock(conv, bn=False, relu="relu", residual=True).eval()
+    x = torch.randn(1, 16, 10, 10)
+    fast = passes.sparsify_graph(fx.symbolic_trace(model), example_inputs=(x,), options=ALWAYS)
+    [call] = [n for n in fast.graph.nodes if n.op == "call_function"]
+    args = [getattr(fast, a.target) if isinstance(a, fx.Node) and a.op == "get_attr" else a for a in call.args]
+    with pytest.raises(SparsifyError, match="layer conv: residual input must have the output's shape"):
+        call.target(x, *args[1:6], torch.randn(1, 16, 5, 5), *args[7:])
