@@ -1,5 +1,6 @@
 """compact_channels: dead channels leave physically, live ones never do, outputs stay equal."""
 
+import pytest
 import torch
 import torch.fx as fx
 import torch.nn as nn
@@ -52,8 +53,9 @@ class Mlp(nn.Module):
         return self.b(self.act(self.a(x)))
 
 
-def test_dead_hidden_units_are_removed():
-    model = Mlp().eval()
+@pytest.mark.parametrize("act", [torch.relu, nn.ReLU6(), lambda h: h.clamp(min=0.0)], ids=["relu", "relu6", "clamp"])
+def test_dead_hidden_units_are_removed(act):
+    model = Mlp(act).eval()
     kill(model.a, [1, 5, 9])
     compacted = compact_channels(fx.symbolic_trace(model), (torch.randn(2, 8),))
     assert compacted.a.weight.shape == (13, 8) and compacted.b.weight.shape == (4, 13)

@@ -1,6 +1,7 @@
 """Relax CompactChannels and ReorderFilters: fewer or reordered constants, same outputs."""
 
 import numpy as np
+import pytest
 import torch
 import torch.nn as nn
 import tvm
@@ -39,8 +40,10 @@ class Mlp(nn.Module):
         return self.b(self.act(self.a(x)))
 
 
-def test_dead_hidden_units_leave_and_outputs_stay(host):
-    model = Mlp().eval()
+@pytest.mark.parametrize("act", [torch.relu, nn.ReLU6(), lambda h: torch.clamp(h, -1.0, 2.0)],
+                         ids=["relu", "relu6", "clamp"])
+def test_dead_hidden_units_leave_and_outputs_stay(host, act):
+    model = Mlp(act).eval()
     with torch.no_grad():
         model.a.weight[[1, 5]] = 0
         model.a.bias[[1, 5]] = 0

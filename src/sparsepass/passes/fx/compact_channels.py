@@ -35,11 +35,12 @@ import torch.nn as nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from sparsepass.passes.compact_structure import structure_breaking
+from sparsepass.passes.fx.activations import activation_name
 
-_ZERO_PRESERVING_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Tanh, nn.Identity, nn.Dropout,
+# Besides these, every activation a kernel can fuse (``activation_name``) maps 0 to 0.
+_ZERO_PRESERVING_MODULES = (nn.Identity, nn.Dropout,
                             nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
-_ZERO_PRESERVING_FUNCTIONS = (torch.relu, nn.functional.relu, nn.functional.gelu, nn.functional.silu,
-                              torch.tanh, nn.functional.adaptive_avg_pool2d, nn.functional.max_pool2d)
+_ZERO_PRESERVING_FUNCTIONS = (nn.functional.adaptive_avg_pool2d, nn.functional.max_pool2d)
 _ADDS = (operator.add, torch.add)
 
 
@@ -86,12 +87,11 @@ def _pass_through(gm, node) -> bool:
     module = _module(gm, node)
     if isinstance(module, nn.BatchNorm2d):
         return _rank(node) == 4
-    if isinstance(module, _ZERO_PRESERVING_MODULES):
+    if isinstance(module, _ZERO_PRESERVING_MODULES) or activation_name(node, gm) is not None:
         return True
     if node.op == "call_function" and node.target in _ZERO_PRESERVING_FUNCTIONS:
         return True
-    return node.op == "call_method" and (node.target == "relu" or (
-        node.target == "mean" and tuple(d % 4 for d in _dims(node)) == (2, 3)))
+    return node.op == "call_method" and node.target == "mean" and tuple(d % 4 for d in _dims(node)) == (2, 3)
 
 
 def _dims(node) -> tuple:

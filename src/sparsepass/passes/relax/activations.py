@@ -37,11 +37,11 @@ def epilogue_of(call) -> str | None:
     name = call.op.name
     if name != "relax.clip":
         return UNARY[name]
-    bounds = tuple(_number(bound) for bound in call.args[1:3])
+    bounds = tuple(bound_value(bound) for bound in call.args[1:3])
     return _CLIP_BOUNDS.get(bounds)
 
 
-def _number(bound) -> float | None:
+def bound_value(bound) -> float | None:
     """A clip bound's value (a PrimValue or an IntImm/FloatImm), or None if it is not constant."""
     value = bound
     while not isinstance(value, (int, float)):

@@ -4,9 +4,9 @@ CompactChannels and ReorderFilters passes.
 A *layer* is ``conv2d(x, W)`` (NCHW/OIHW, groups 1) or ``matmul(x, W)`` /
 ``matmul(x, permute_dims(W))`` with a constant W: it produces channels (W's
 output rows) and reads channels (its input columns). Channels pass unchanged
-through ReLU/GELU/SiLU/tanh, a bias add with a constant broadcast along the
-channel dimension, and inference batch_norm; residual adds join two tensors'
-channels. Any other use of a tensor pins its channels (their order and count
+through ReLU/GELU/SiLU/tanh and any clip whose bounds hold 0 (ReLU6), a bias add
+with a constant broadcast along the channel dimension, and inference
+batch_norm; residual adds join two tensors' channels. Any other use of a tensor pins its channels (their order and count
 are seen by an op whose channel mapping is unknown).
 
 Passes change nothing but constants (weights, biases, BN statistics); the
@@ -20,9 +20,9 @@ import dataclasses
 import numpy as np
 from tvm import ir, relax
 
+from sparsepass.passes.relax import activations
 from sparsepass.passes.relax.names import constant_names, passed_on, with_names
 
-_ZERO_PRESERVING = ("relax.nn.relu", "relax.nn.gelu", "relax.nn.gelu_tanh", "relax.nn.silu", "relax.tanh")
 
 
 @dataclasses.dataclass
@@ -54,6 +54,15 @@ class Channels:
 
 def _value(c) -> np.ndarray:
     return c.value.numpy()
+
+
+def _keeps_zero(call) -> bool:
+    """Whether ``call`` is an elementwise activation mapping 0 to 0 (a clip when 0 is within its
+    bounds)."""
+    if getattr(call.op, "name", None) == "relax.clip":
+        low, high = (activations.bound_value(bound) for bound in call.args[1:3])
+        return low is not None and high is not None and low <= 0 <= high
+    return activations.is_activation(call)
 
 
 def _channel_axis(expr) -> int:
@@ -124,7 +133,8 @@ def _visit_call(facts: Channels, var, call, var2val) -> None:  # noqa: C901 (one
         if facts.carries(layer.x):
             facts.readers.append(layer)
         return
-    if op in _ZERO_PRESERVING and len(carried) == 1 and _width(var) == facts.width[carried[0]]:
+    if _keeps_zero(call) and len(carried) == 1 and call.args[0].same_as(carried[0]) \
+            and _width(var) == facts.width[carried[0]]:
         facts.through[var], facts.width[var] = (carried[0], None, ()), _width(var)
         return
     if op == "relax.add" and len(call.args) == 2:
