@@ -24,7 +24,6 @@ from sparsepass.passes.relax import activations
 from sparsepass.passes.relax.names import constant_names, passed_on, with_names
 
 
-
 @dataclasses.dataclass
 class Layer:
     """A conv2d / matmul with a constant weight: which constant, and where its channels are."""
