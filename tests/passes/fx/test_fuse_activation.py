@@ -51,7 +51,8 @@ CASES = [
     ("relu", lambda: Functional(F.relu)), ("relu", lambda: Functional(torch.relu)),
     ("relu", lambda: Module(nn.ReLU())), ("gelu", lambda: Functional(F.gelu)),
     ("gelu", lambda: Module(nn.GELU())), ("silu", lambda: Functional(F.silu)),
-    ("silu", lambda: Module(nn.SiLU())), ("tanh", lambda: Functional(torch.tanh)),
+    ("silu", lambda: Module(nn.SiLU())), ("silu", lambda: Functional(lambda y: y * torch.sigmoid(y))),
+    ("silu", lambda: Functional(lambda y: y.sigmoid() * y)), ("tanh", lambda: Functional(torch.tanh)),
     ("tanh", lambda: Module(nn.Tanh())),
     ("gelu_tanh", lambda: Functional(lambda y: F.gelu(y, approximate="tanh"))),
     ("gelu_tanh", lambda: Module(nn.GELU(approximate="tanh"))),
@@ -82,9 +83,10 @@ def test_activation_is_fused_and_equal(name, make):
     assert_activation_close(name, fast(x), model, x)
 
 
-@pytest.mark.parametrize("name", ["gelu", "relu", "gelu_tanh", "relu6"])
+@pytest.mark.parametrize("name", ["gelu", "relu", "gelu_tanh", "relu6", "silu"])
 def test_fused_at_aten_level(name):
-    model = Functional({"gelu": F.gelu, "relu": F.relu, "gelu_tanh": new_gelu, "relu6": nn.ReLU6()}[name]).eval()
+    model = Functional({"gelu": F.gelu, "relu": F.relu, "gelu_tanh": new_gelu, "relu6": nn.ReLU6(),
+                        "silu": lambda y: y * torch.sigmoid(y)}[name]).eval()
     x = torch.randn(5, 64)
     gm = torch.export.export(model, (x,)).module()
     fast = passes.sparsify_graph(gm)

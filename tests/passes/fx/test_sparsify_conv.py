@@ -181,3 +181,22 @@ def test_a_fused_residual_of_the_wrong_shape_is_refused_by_name():
     args = [getattr(fast, a.target) if isinstance(a, fx.Node) and a.op == "get_attr" else a for a in call.args]
     with pytest.raises(SparsifyError, match="layer conv: residual input must have the output's shape"):
         call.target(x, *args[1:6], torch.randn(1, 16, 5, 5), *args[7:])
+
+
+def test_silu_written_as_x_times_sigmoid_fuses_into_the_conv():
+    """EfficientNet's "swish" as older code writes it: recognised as SiLU, then fused."""
+
+    class Swish(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = pattern_conv()
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y * torch.sigmoid(y)
+
+    model, x = Swish().eval(), torch.randn(1, 16, 10, 10)
+    fast = passes.sparsify_graph(fx.symbolic_trace(model), example_inputs=(x,), options=ALWAYS)
+    assert fast.sparsepass_report["conv"].kernel == "pattern conv +silu"
+    assert any("SiLU formula" in note for note in fast.sparsepass_report.notes)
+    assert_equivalent(model, fast, [x])

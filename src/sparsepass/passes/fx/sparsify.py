@@ -33,6 +33,7 @@ from sparsepass.passes.fx.gelu_tanh import recognise_tanh_gelu
 from sparsepass.passes.fx.match import LinearSite, match_linear
 from sparsepass.passes.fx.max_pool import match_max_pool, rewrite_max_pool
 from sparsepass.passes.fx.preflight import check_eval_mode, is_aten_graph, remove_identity_dropout
+from sparsepass.passes.fx.silu_formula import recognise_silu
 from sparsepass.passes.fx.sparsify_conv import rewrite_conv
 from sparsepass.passes.fx.splice import chain, register_arrays, splice_call
 from sparsepass.passes.plan import DEFAULT_COST, DEFAULT_TOKENS, CostModel, Decision, choose
@@ -238,6 +239,9 @@ def sparsify_graph(
     if gelus:
         notes = tuple(notes) + (f"{gelus} tanh-GELU formula(s) (0.5x(1+tanh(...))) recognised as "
                                 "gelu(approximate='tanh')",)
+    silus = recognise_silu(out)
+    if silus:
+        notes = tuple(notes) + (f"{silus} SiLU formula(s) (x * sigmoid(x)) recognised as silu",)
     rewriter = _Rewriter(out, canonical_target(target), _tokens_per_site(out, example_inputs), options)
     # Match each node only when reached: an earlier rewrite may have replaced its inputs.
     layers, other_ops = [], []
