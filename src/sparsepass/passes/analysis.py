@@ -102,9 +102,12 @@ class Structure:
         return kind
 
 
-def _as_array(weight: Any) -> np.ndarray:
+def as_array(weight: Any) -> np.ndarray:
+    """A weight (numpy array or torch tensor) as a numpy array holding the same zeros: bfloat16,
+    which numpy lacks, widened (exactly) to float32."""
     if hasattr(weight, "detach"):  # a torch tensor, without importing torch here
-        weight = weight.detach().cpu().numpy()
+        weight = weight.detach().cpu()
+        weight = (weight.float() if str(weight.dtype) == "torch.bfloat16" else weight).numpy()
     return np.asarray(weight)
 
 
@@ -189,7 +192,7 @@ def detect(weight: Any) -> Structure:
     Runs in well under a second on a 4096 x 4096 weight. Raises ValueError for
     anything but a 2-D array.
     """
-    w = _as_array(weight)
+    w = as_array(weight)
     if w.ndim != 2:
         raise ValueError(f"detect expects a 2-D weight, got shape {tuple(w.shape)}")
     nonzero = w != 0

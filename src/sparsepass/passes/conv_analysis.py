@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from sparsepass.passes.analysis import Structure, detect
+from sparsepass.passes.analysis import Structure, as_array, detect
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,10 +66,7 @@ def _mask_bits(kernels: np.ndarray) -> np.ndarray:
 
 def detect_conv(weight: Any) -> ConvStructure:
     """Analyse a conv weight (numpy array or torch tensor) of shape [out, in/groups, kh, kw]."""
-    if hasattr(weight, "detach"):
-        weight = weight.detach().cpu().float().numpy() if str(weight.dtype) == "torch.bfloat16" \
-            else weight.detach().cpu().numpy()
-    w = np.asarray(weight)
+    w = as_array(weight)
     if w.ndim != 4:
         raise ValueError(f"detect_conv expects a 4-D weight, got shape {w.shape}")
     finite = bool(np.isfinite(w).all()) if np.issubdtype(w.dtype, np.floating) else True

@@ -34,6 +34,7 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from sparsepass.passes.analysis import as_array
 from sparsepass.passes.compact_structure import structure_breaking
 from sparsepass.passes.fx.activations import activation_name
 
@@ -267,7 +268,7 @@ def _keep_structure(gm: fx.GraphModule, remove: list[set], width: dict[str, int]
                 continue
             x = node.args[0]
             rows, cols = removed.get(node.name, set()), removed.get(x.name, set()) if isinstance(x, fx.Node) else set()
-            matrix = module.weight.detach().reshape(module.weight.shape[0], -1).numpy()
+            matrix = as_array(module.weight.reshape(module.weight.shape[0], -1))
             bad_rows, bad_cols, structure = structure_breaking(matrix, rows, cols, target)
             if structure:
                 reasons.add(f"dead channels kept: removing them would break {node.target}'s {structure}")

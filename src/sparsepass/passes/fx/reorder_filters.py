@@ -29,6 +29,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from sparsepass.passes.analysis import as_array
 from sparsepass.passes.balance import balanced_order, imbalance, keeps_blocks
 
 _ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.Identity)
@@ -96,7 +97,7 @@ def _bsr_matrices(gm: fx.GraphModule, group: set[fx.Node]) -> list[tuple[torch.T
     at = [(_module(gm, n), 0) for n in group if _is_conv(gm, n)]
     at += [(_module(gm, user), 1) for n in group for user in n.users
            if user not in group and _is_conv(gm, user) and user.args[0] is n]
-    return [(conv.weight.detach().reshape(conv.out_channels, conv.in_channels).numpy(), axis)
+    return [(as_array(conv.weight.reshape(conv.out_channels, conv.in_channels)), axis)
             for conv, axis in at if conv.kernel_size == (1, 1)]
 
 
