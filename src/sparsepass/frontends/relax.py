@@ -9,6 +9,7 @@ import torch
 from sparsepass.errors import SparsifyError
 from sparsepass.frontends.dynamic import export_dynamic_shapes, narrowed_to_symbolic
 from sparsepass.frontends.relax_bounds import mark_inbound_slices
+from sparsepass.passes.analysis import as_array
 from sparsepass.passes.relax.names import digest, with_names
 
 
@@ -56,7 +57,7 @@ def _weight_names(model: torch.nn.Module) -> dict[str, str]:
     names = {}
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
         if tensor.dim() in (2, 4) and tensor.dtype.is_floating_point:
-            names.setdefault(digest(tensor.detach().cpu().numpy()), name.removesuffix(".weight"))
+            names.setdefault(digest(as_array(tensor)), name.removesuffix(".weight"))
     return names
 
 
