@@ -1,4 +1,4 @@
-"""A pruned ResNet-50 (224x224, batch 1) on one thread: PyTorch and ONNX Runtime dense vs sparsepass.
+"""A pruned ResNet-50 (224x224, batch 1): PyTorch and ONNX Runtime dense vs sparsepass.
 
 The 3x3 convs are pattern-pruned (4 of 9 taps from 8 patterns, half of the
 kernels removed: density 0.22) and the 1x1 convs pruned to 4x1 blocks at 20%;
@@ -8,7 +8,11 @@ checked equal to the dense network before anything is timed. The ideal is the
 faster dense time times the pruned convs' density (the dense stem, pool and
 classifier counted in full would only lower it).
 
-    python benchmarks/bench_resnet50.py [--repeats N] [--density D]
+One thread by default: the four systems are timed side by side in turns. With
+``--threads T`` one system at a time (the idle threads of the other pools would
+spin and take a core).
+
+    python benchmarks/bench_resnet50.py [--repeats N] [--density D] [--threads T]
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from sparsepass.passes import relax as sp
 from sparsepass.passes.fx.fold_bn import fold_batchnorm
 from sparsepass.testing import assert_equivalent
 from sparsepass.testing.models import ResNet50, randomize_batchnorm
-from sparsepass.testing.timing import interleaved_median_ms
+from sparsepass.testing.timing import interleaved_median_ms, median_ms
 
 
 def pruned_resnet50(density: float) -> nn.Module:
@@ -49,9 +53,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--density", type=float, default=0.2, help="of the 1x1 convs' 4x1 blocks")
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    runtime.set_tvm_pool_threads(1)  # the Relax build runs on TVM's pool
+    torch.set_num_threads(args.threads)
+    runtime.set_tvm_pool_threads(args.threads)  # the Relax build runs on TVM's pool
     model = pruned_resnet50(args.density)
     x = torch.randn(1, 3, 224, 224)
     start = time.perf_counter()
@@ -67,11 +72,12 @@ def main() -> None:
     report = fast.sparsepass_report
     density = conv_density(model)
     with torch.no_grad():
-        dense, ort, fx_ms, relax_ms = interleaved_median_ms(
-            [lambda: model(x), ort_runner(model, x), lambda: fast(x), lambda: vm["main"](arg)],
-            args.repeats, batch=5)
+        runs = [lambda: model(x), ort_runner(model, x, args.threads), lambda: fast(x), lambda: vm["main"](arg)]
+        dense, ort, fx_ms, relax_ms = interleaved_median_ms(runs, args.repeats, batch=5) if args.threads == 1 \
+            else [median_ms(run, 5 * args.repeats) for run in runs]
     ideal = min(dense, ort) * density
-    print(f"ResNet-50, 224x224, batch 1, one thread; convs at density {density:.3f} "
+    threads = "one thread" if args.threads == 1 else f"{args.threads} threads"
+    print(f"ResNet-50, 224x224, batch 1, {threads}; convs at density {density:.3f} "
           f"({report.rewritten} of {len(report)} layers on sparse kernels; build: fx {fx_s:.0f} s, "
           f"Relax {relax_s:.0f} s)")
     print(f"{'path':<28} {'ms':>8} {'vs torch':>9} {'vs ort':>7} {'/ideal':>7}")
