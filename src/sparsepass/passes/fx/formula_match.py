@@ -50,12 +50,25 @@ def other_operand(node, functions, known: fx.Node):
     return b if a is known else a
 
 
-def replace_with_call(gm: fx.GraphModule, nodes: list[fx.Node], function, args, kwargs) -> None:
-    """Replace the formula ``nodes`` (its result last) by one ``function(*args, **kwargs)``."""
-    result = nodes[-1]
-    with gm.graph.inserting_after(result):
-        call = gm.graph.call_function(function, args, kwargs)
-    call.meta.update(result.meta)
-    result.replace_all_uses_with(call)
-    for dead in reversed(nodes):
-        gm.graph.erase_node(dead)
+def replace_formulas(gm: fx.GraphModule, match, function, kwargs: dict) -> int:
+    """Replace (in place) each formula ``match(node)`` finds, ``(x, its nodes, result last)`` or
+    None, by one ``function(x, **kwargs)``; return how many."""
+    found = 0
+    for node in list(gm.graph.nodes):
+        if node.graph is not gm.graph:  # erased with an earlier formula
+            continue
+        matched = match(node)
+        if matched is None:
+            continue
+        x, nodes = matched
+        with gm.graph.inserting_after(nodes[-1]):
+            call = gm.graph.call_function(function, (x,), kwargs)
+        call.meta.update(nodes[-1].meta)
+        nodes[-1].replace_all_uses_with(call)
+        for dead in reversed(nodes):
+            gm.graph.erase_node(dead)
+        found += 1
+    if found:
+        gm.graph.lint()
+        gm.recompile()
+    return found

@@ -22,7 +22,7 @@ from sparsepass.passes.fx.formula_match import (
     MULS,
     is_call,
     other_operand,
-    replace_with_call,
+    replace_formulas,
     split_constant,
 )
 from sparsepass.passes.fx.preflight import is_aten_graph
@@ -63,18 +63,5 @@ def _match(tanh: fx.Node) -> tuple[fx.Node, list[fx.Node]] | None:
 
 def recognise_tanh_gelu(gm: fx.GraphModule) -> int:
     """Replace each written-out tanh-GELU in ``gm`` (in place) by one GELU call; return how many."""
-    aten_level = is_aten_graph(gm)
-    found = 0
-    for node in list(gm.graph.nodes):
-        if node.graph is not gm.graph:
-            continue
-        match = _match(node)
-        if match is None:
-            continue
-        x, nodes = match
-        replace_with_call(gm, nodes, aten.gelu.default if aten_level else F.gelu, (x,), {"approximate": "tanh"})
-        found += 1
-    if found:
-        gm.graph.lint()
-        gm.recompile()
-    return found
+    gelu = aten.gelu.default if is_aten_graph(gm) else F.gelu
+    return replace_formulas(gm, _match, gelu, {"approximate": "tanh"})

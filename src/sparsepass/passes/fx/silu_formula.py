@@ -14,7 +14,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from sparsepass.passes.fx.formula_match import MULS, is_call, other_operand, replace_with_call
+from sparsepass.passes.fx.formula_match import MULS, is_call, other_operand, replace_formulas
 from sparsepass.passes.fx.preflight import is_aten_graph
 
 aten = torch.ops.aten
@@ -35,16 +35,4 @@ def _match(sigmoid: fx.Node) -> tuple[fx.Node, list[fx.Node]] | None:
 
 def recognise_silu(gm: fx.GraphModule) -> int:
     """Replace each ``x * sigmoid(x)`` in ``gm`` (in place) by one SiLU call; return how many."""
-    silu = aten.silu.default if is_aten_graph(gm) else F.silu
-    found = 0
-    for node in list(gm.graph.nodes):
-        if node.graph is not gm.graph:
-            continue
-        match = _match(node)
-        if match is not None:
-            replace_with_call(gm, match[1], silu, (match[0],), {})
-            found += 1
-    if found:
-        gm.graph.lint()
-        gm.recompile()
-    return found
+    return replace_formulas(gm, _match, aten.silu.default if is_aten_graph(gm) else F.silu, {})
