@@ -94,3 +94,25 @@ def test_a_group_whose_order_would_break_sparse_1x1_blocks_is_left_alone():
     assert torch.equal(reordered.a.weight, model.a.weight)
     assert detect(reordered.c.weight.detach()[:, :, 0, 0]).block == (4, 1)
     assert_equivalent(model, reordered, [torch.randn(1, 32, 12, 12)])
+
+
+class ClampedPair(nn.Module):
+    """Two pattern convs with a ReLU6 written as a clamp between them (MobileNet style)."""
+
+    def __init__(self, c=16):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, c, 3, padding=1)
+        with torch.no_grad():
+            self.a.weight[: c // 2] *= torch.from_numpy(sps.pattern_mask(c // 2, c, 4, 6, 0.2, 4))
+            self.a.weight[c // 2:] *= torch.from_numpy(sps.pattern_mask(c - c // 2, c, 4, 6, 0.9, 5))
+
+    def forward(self, x):
+        return self.b(torch.clamp(self.a(x), 0, 6))
+
+
+def test_channels_pass_through_a_clamp_to_the_next_conv():
+    model = ClampedPair().eval()
+    reordered = reorder_filters(fx.symbolic_trace(model))
+    report = next(g for g in reordered.sparsepass_reorder if g.producers == ("a",))
+    assert report.permuted and report.gathers == ()
+    assert_equivalent(model, reordered, [torch.randn(1, 16, 8, 8)])

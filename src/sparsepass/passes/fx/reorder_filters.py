@@ -31,10 +31,11 @@ import torch.nn as nn
 
 from sparsepass.passes.analysis import as_array
 from sparsepass.passes.balance import balanced_order, imbalance, keeps_blocks
+from sparsepass.passes.fx.activations import activation_name
 
-_ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.Identity)
-_ACTIVATION_FUNCTIONS = (torch.relu, torch.nn.functional.relu, torch.sigmoid, torch.tanh,
-                         torch.nn.functional.silu, torch.nn.functional.gelu)
+# Besides every activation a kernel can fuse (``activation_name``): elementwise, order-keeping.
+_ELEMENTWISE_MODULES = (nn.Sigmoid, nn.Identity)
+_ELEMENTWISE_FUNCTIONS = (torch.sigmoid,)
 _ADDS = (operator.add, torch.add)
 
 
@@ -61,11 +62,11 @@ def _is_conv(gm, node) -> bool:
 def _passes_channels(gm, node) -> bool:
     """Ops whose output has the channel order of their (first) input."""
     module = _module(gm, node)
-    if isinstance(module, (nn.BatchNorm2d, *_ACTIVATION_MODULES)):
+    if isinstance(module, (nn.BatchNorm2d, *_ELEMENTWISE_MODULES)) or activation_name(node, gm) is not None:
         return True
-    if node.op == "call_function" and node.target in _ACTIVATION_FUNCTIONS:
+    if node.op == "call_function" and node.target in _ELEMENTWISE_FUNCTIONS:
         return True
-    return node.op == "call_method" and node.target in ("relu", "sigmoid", "tanh")
+    return node.op == "call_method" and node.target == "sigmoid"
 
 
 def _is_add(node) -> bool:
