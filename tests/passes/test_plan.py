@@ -1,6 +1,8 @@
 """The planner picks a sparse kernel only where it should win, and always says why."""
 
 import numpy as np
+import pytest
+import torch
 
 from sparsepass.codegen.target import canonical_target
 from sparsepass.passes.analysis import detect
@@ -38,9 +40,38 @@ def test_half_dense_unstructured_stays_dense():
     assert decision.kernel is None
 
 
-def test_float16_weight_stays_dense():
+def test_float16_weight_gets_a_float16_kernel():
     decision = choose(detect(pruned(64, 64, (4, 1), 0.1, np.float16)), HOST)
-    assert decision.kernel is None and "float16" in decision.reason
+    assert decision.kernel is not None and decision.kernel.dtype == "float16"
+
+
+def test_bfloat16_weight_gets_a_bfloat16_kernel():
+    weight = torch.from_numpy(pruned(768, 768, (32, 1), 0.1)).bfloat16()
+    decision = choose(detect(weight), HOST)
+    assert decision.kernel is not None and decision.kernel.dtype == "bfloat16"
+
+
+def test_float64_weight_stays_dense_with_reason():
+    decision = choose(detect(pruned(64, 64, (4, 1), 0.1, np.float64)), HOST)
+    assert decision.kernel is None and "float64" in decision.reason
+
+
+def test_half_precision_weight_stays_dense_on_cuda():
+    decision = choose(detect(pruned(256, 256, (32, 32), 0.1, np.float16)), canonical_target("cuda"))
+    assert decision.kernel is None and "float16" in decision.reason and "CUDA" in decision.reason
+
+
+@pytest.mark.parametrize("mcpu, sparse", [("znver3", True), ("znver4", True), ("sapphirerapids", False)])
+def test_bfloat16_dense_speed_of_the_cpu_decides(mcpu, sparse):
+    """At density 0.3 the 32x1 kernel beats float32 dense (and bfloat16 dense that runs at
+    float32's speed, or at twice it with AVX-512 BF16) but not AMX's bfloat16 dense."""
+    target = {"kind": "llvm", "mcpu": mcpu, "mtriple": "x86_64-linux-gnu"}
+    weight = pruned(768, 768, (32, 1), 0.3)
+    assert choose(detect(weight), target).kernel is not None
+    decision = choose(detect(torch.from_numpy(weight).bfloat16()), target)
+    assert (decision.kernel is not None) == sparse
+    if not sparse:
+        assert "the speed of dense" in decision.reason
 
 
 def test_nan_weight_stays_dense():

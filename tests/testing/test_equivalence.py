@@ -109,3 +109,30 @@ def test_command_line_exits_nonzero_on_a_broken_factory(tmp_path):
     result = subprocess.run([sys.executable, "-m", "sparsepass.testing", "check", f"{broken}:build"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "no model here" in result.stderr
+
+
+# --- half precision: judged by the reference's own rounding error against float64 ----------------
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_models_pass_and_a_changed_block_is_caught(dtype):
+    torch.manual_seed(0)
+    model = pruned_nested().to(dtype)
+    fast = passes.sparsify_graph(fx.symbolic_trace(model),
+                                 options=passes.SparsifyOptions(cost=passes.CostModel(min_speedup=0.0)))
+    assert fast.sparsepass_report["fc1"].rewritten
+    x = torch.randn(4, 64, dtype=dtype)
+    assert_equivalent(model, fast, [x])
+    with torch.no_grad():
+        fast._sparsepass_fc1_data[0] *= 1.05  # one kept block of fc1, 5% off: tens of half ulps
+    with pytest.raises(EquivalenceError, match="twice the reference's own error vs float64") as info:
+        assert_equivalent(model, fast, [x])
+    assert "first diverging rewritten node bsr_linear_default (layer fc1)" in str(info.value)
+
+
+def test_half_precision_output_of_a_model_without_a_float64_twin_asks_for_atol():
+    model = pruned_nested().bfloat16()
+    x = torch.randn(2, 64, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="pass atol"):
+        assert_equivalent(lambda t: model(t), model, [x])
+    assert_equivalent(lambda t: model(t), model, [x], atol=0.0)

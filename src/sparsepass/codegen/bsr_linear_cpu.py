@@ -24,6 +24,7 @@ pieces of equal work, so any contiguous share of the loop is balanced.
 from __future__ import annotations
 
 from sparsepass.codegen.epilogue import epilogue_fn
+from sparsepass.codegen.io_dtype import narrow, widen
 from sparsepass.codegen.spec import KernelSpec
 from sparsepass.codegen.tvm_api import T
 
@@ -44,6 +45,7 @@ def _rows_kernel(spec: KernelSpec):
     r, c = spec.block
     nb, tile, nparts = spec.block_rows, spec.tile, spec.parts
     short_last_row = n % r  # rows of the ragged last block row (0: none)
+    dt = spec.dtype
 
     def is_short_row(bn):
         # A Python False (no ragged block row) removes the branch at parse time.
@@ -77,21 +79,9 @@ def _rows_kernel(spec: KernelSpec):
                 for v in T.vectorized(r):
                     Y[m0 + i, bn * r + v] = finish(acc[i, v], R, (m0 + i, bn * r + v))
 
-    @T.prim_func
-    def kernel(x: T.handle, d: T.handle, ind: T.handle, ptr: T.handle, prt: T.handle,
-               bi: T.handle, res: T.handle, y: T.handle):
-        T.func_attr({"global_symbol": ENTRY, "tirx.noalias": True, "tirx.is_scheduled": True,
-                     "sparsepass.kernel": "bsr_linear.rows"})
-        M = T.int64()
-        NNZB = T.int64()
-        X = T.match_buffer(x, (M, k), "float32", align=4, offset_factor=1)
-        data = T.match_buffer(d, (NNZB, c, r), "float32", align=4)
-        indices = T.match_buffer(ind, (NNZB,), "int32", align=4)
-        indptr = T.match_buffer(ptr, (nb + 1,), "int32", align=4)
-        parts = T.match_buffer(prt, (nparts + 1,), "int32", align=4)
-        bias = T.match_buffer(bi, (nb * r,), "float32", align=4)
-        R = T.match_buffer(res, (M, n) if spec.residual else (1,), "float32", align=4, offset_factor=1)
-        Y = T.match_buffer(y, (M, n), "float32", align=4, offset_factor=1)
+    @T.macro
+    def all_rows(X, data, indices, indptr, parts, bias, R, Y, M):
+        # X is float32 here (the input, or its widened copy).
         for t in T.parallel(M // tile * nparts):
             for q in range(parts[t % nparts + 1] - parts[t % nparts]):
                 block_row(X, data, indices, indptr, bias, R, Y, t // nparts * tile,
@@ -102,15 +92,45 @@ def _rows_kernel(spec: KernelSpec):
                     block_row(X, data, indices, indptr, bias, R, Y, M // tile * tile + t // nparts,
                               parts[t % nparts] + q, 1)
 
+    @T.prim_func
+    def kernel(x: T.handle, d: T.handle, ind: T.handle, ptr: T.handle, prt: T.handle,
+               bi: T.handle, res: T.handle, y: T.handle):
+        T.func_attr({"global_symbol": ENTRY, "tirx.noalias": True, "tirx.is_scheduled": True,
+                     "sparsepass.kernel": "bsr_linear.rows"})
+        M = T.int64()
+        NNZB = T.int64()
+        X = T.match_buffer(x, (M, k), spec.dtype, align=4, offset_factor=1)
+        data = T.match_buffer(d, (NNZB, c, r), "float32", align=4)
+        indices = T.match_buffer(ind, (NNZB,), "int32", align=4)
+        indptr = T.match_buffer(ptr, (nb + 1,), "int32", align=4)
+        parts = T.match_buffer(prt, (nparts + 1,), "int32", align=4)
+        bias = T.match_buffer(bi, (nb * r,), "float32", align=4)
+        R = T.match_buffer(res, (M, n) if spec.residual else (1,), _residual_dtype(spec), align=4,
+                           offset_factor=1)
+        Y = T.match_buffer(y, (M, n), spec.dtype, align=4, offset_factor=1)
+        if dt == "float32":  # a Python constant: folded when the script is parsed
+            all_rows(X, data, indices, indptr, parts, bias, R, Y, M)
+        else:
+            # Half-precision X widened once: widening each broadcast in the loop cost 20%.
+            xw = T.alloc_buffer((M, k), "float32")
+            for m in T.parallel(M):
+                for kb in range(k // 16):
+                    for u in T.vectorized(16):
+                        xw[m, kb * 16 + u] = widen(X[m, kb * 16 + u], dt)
+                for u in range(k % 16):
+                    xw[m, k // 16 * 16 + u] = widen(X[m, k // 16 * 16 + u], dt)
+            all_rows(xw, data, indices, indptr, parts, bias, R, Y, M)
+
     return kernel
 
 
 def _finisher(spec: KernelSpec):
-    """The store-time expression: ``act(acc + R[at])`` with a residual, else ``act(acc)``."""
+    """The store-time expression, rounded to Y's dtype: ``act(acc + R[at])`` with a residual,
+    else ``act(acc)``."""
     act = epilogue_fn(spec.epilogue)
 
     def finish(value, R, at):
-        return act(value + R[at]) if spec.residual else act(value)
+        return narrow(act(value + widen(R[at], spec.dtype)) if spec.residual else act(value), spec.dtype)
 
     return finish
 
@@ -120,9 +140,14 @@ def _post_residual(spec: KernelSpec):
     finish = _finisher(spec)
 
     def post(value, R, at):
-        return finish(value, R, at) if spec.residual else value
+        return finish(value, R, at) if spec.residual else narrow(value, spec.dtype)
 
     return post
+
+
+def _residual_dtype(spec) -> str:
+    """R's dtype: the activations' (its placeholder, when there is no residual, is float32)."""
+    return spec.dtype if spec.residual else "float32"
 
 
 def _token_tiles(spec: KernelSpec):
@@ -161,6 +186,7 @@ def _tokens_kernel(spec: KernelSpec):
     r, c = spec.block
     nb, tile, nparts = spec.block_rows, spec.tile, spec.parts
     kp = -(-k // c) * c  # K padded to whole block columns (zeros in the workspace)
+    dt = spec.dtype
     token_tiles = _token_tiles(spec)
     post = _post_residual(spec)
     sq = TRANSPOSE_TILE
@@ -172,14 +198,15 @@ def _tokens_kernel(spec: KernelSpec):
                      "sparsepass.kernel": "bsr_linear.tokens"})
         M = T.int64()
         NNZB = T.int64()
-        X = T.match_buffer(x, (M, k), "float32", align=4, offset_factor=1)
+        X = T.match_buffer(x, (M, k), spec.dtype, align=4, offset_factor=1)
         data = T.match_buffer(d, (NNZB, c, r), "float32", align=4)
         indices = T.match_buffer(ind, (NNZB,), "int32", align=4)
         indptr = T.match_buffer(ptr, (nb + 1,), "int32", align=4)
         parts = T.match_buffer(prt, (nparts + 1,), "int32", align=4)
         bias = T.match_buffer(bi, (nb * r,), "float32", align=4)
-        R = T.match_buffer(res, (M, n) if spec.residual else (1,), "float32", align=4, offset_factor=1)
-        Y = T.match_buffer(y, (M, n), "float32", align=4, offset_factor=1)
+        R = T.match_buffer(res, (M, n) if spec.residual else (1,), _residual_dtype(spec), align=4,
+                           offset_factor=1)
+        Y = T.match_buffer(y, (M, n), spec.dtype, align=4, offset_factor=1)
         # Workspaces: X transposed (tokens contiguous, zero-padded) and Y transposed.
         xt = T.alloc_buffer((kp, (M + tile - 1) // tile * tile), "float32")
         yt = T.alloc_buffer((nb * r, (M + tile - 1) // tile * tile), "float32")
@@ -188,7 +215,7 @@ def _tokens_kernel(spec: KernelSpec):
                 for kk in range(16):
                     if kb * 16 + kk < kp:
                         xt[kb * 16 + kk, m] = T.if_then_else(
-                            m < M and kb * 16 + kk < k, X[T.min(m, M - 1), T.min(kb * 16 + kk, k - 1)],
+                            m < M and kb * 16 + kk < k, widen(X[T.min(m, M - 1), T.min(kb * 16 + kk, k - 1)], dt),
                             T.float32(0))
         token_tiles(xt, yt, data, indices, indptr, parts, bias, (M + tile - 1) // tile)
         # Whole 16 x 16 tiles: a strided vector load (gather) per row; scalar edges.
@@ -224,6 +251,7 @@ def _channels_kernel(spec: KernelSpec):
     nb, tile, nparts = spec.block_rows, spec.tile, spec.parts
     lanes = min(16, tile)
     short_last_row = n % r
+    dt = spec.dtype
     finish = _finisher(spec)
 
     def col(kb, cc):
@@ -256,8 +284,8 @@ def _channels_kernel(spec: KernelSpec):
                         for w in T.unroll(vectors):
                             for u in T.vectorized(width):
                                 acc[v, w * width + u] = acc[v, w * width + u] + data[
-                                    indptr[bn] + j, cc, g * group + v] * X[
-                                    image, col(indices[indptr[bn] + j], cc), start(m0, w, width, last) + u]
+                                    indptr[bn] + j, cc, g * group + v] * widen(X[
+                                    image, col(indices[indptr[bn] + j], cc), start(m0, w, width, last) + u], dt)
             for v in T.unroll(group):
                 if g * group + v < rows_kept(bn):
                     for w in T.unroll(vectors):
@@ -290,14 +318,15 @@ def _channels_kernel(spec: KernelSpec):
         B = T.int64()
         M = T.int64()
         NNZB = T.int64()
-        X = T.match_buffer(x, (B, k, M), "float32", align=4, offset_factor=1)
+        X = T.match_buffer(x, (B, k, M), spec.dtype, align=4, offset_factor=1)
         data = T.match_buffer(d, (NNZB, c, r), "float32", align=4)
         indices = T.match_buffer(ind, (NNZB,), "int32", align=4)
         indptr = T.match_buffer(ptr, (nb + 1,), "int32", align=4)
         parts = T.match_buffer(prt, (nparts + 1,), "int32", align=4)
         bias = T.match_buffer(bi, (nb * r,), "float32", align=4)
-        R = T.match_buffer(res, (B, n, M) if spec.residual else (1,), "float32", align=4, offset_factor=1)
-        Y = T.match_buffer(y, (B, n, M), "float32", align=4, offset_factor=1)
+        R = T.match_buffer(res, (B, n, M) if spec.residual else (1,), _residual_dtype(spec), align=4,
+                           offset_factor=1)
+        Y = T.match_buffer(y, (B, n, M), spec.dtype, align=4, offset_factor=1)
         tiles = M // tile
         for t in T.parallel(B * tiles * nparts):
             for q in range(parts[t % nparts + 1] - parts[t % nparts]):

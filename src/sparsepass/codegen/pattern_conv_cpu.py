@@ -1,4 +1,4 @@
-"""Pattern-sparse 3x3 convolution (PCONV) for CPUs (LLVM), NCHW float32.
+"""Pattern-sparse 3x3 convolution (PCONV) for CPUs (LLVM), NCHW, computed in float32.
 
 Each output filter keeps some of its 3x3 kernels (connectivity sparsity), and
 each kept kernel keeps a few taps (pattern sparsity). The weight is stored as
@@ -45,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 
 from sparsepass.codegen.epilogue import epilogue_fn
+from sparsepass.codegen.io_dtype import check_io_dtype, narrow, widen
 from sparsepass.codegen.spec import SpecMixin
 from sparsepass.codegen.tvm_api import T
 
@@ -80,9 +81,14 @@ class ConvSpec(SpecMixin):
     #: CPU specs carry ALL_TAPS: one compiled kernel per shape whatever the layer's patterns.
     taps: int
     target: str
-    epilogue: str = "none"  # "none" or "relu"
+    epilogue: str = "none"  # one of spec.EPILOGUES
     residual: bool = False
+    #: The dtype of the input, residual and output (io_dtype.IO_DTYPES); float32 inside.
+    dtype: str = "float32"
     op: str = "pattern_conv"
+
+    def __post_init__(self):
+        check_io_dtype(self.dtype)
 
     @property
     def out_height(self) -> int:
@@ -179,6 +185,7 @@ def generate(spec: ConvSpec):
     oh, ow, vw, tw = spec.out_height, spec.out_width, spec.vector_width, spec.tile_width
     pitch, rows_p, tr, plane = spec.pitch, spec.padded_rows, spec.tile_rows, spec.plane
     act = epilogue_fn(spec.epilogue)
+    dt = spec.dtype
     k = spec.rows_per_vector
     full_tiles, tail_rows = spec.packed_height // tr, spec.packed_height % tr
     block_width = vw if k == 1 else ow  # lanes per output row in a vector
@@ -210,8 +217,8 @@ def generate(spec: ConvSpec):
                         for j in range(first_j(dx)):
                             xp[base + j] = T.float32(0)
                         for j in range(count_j(dx)):
-                            xp[base + first_j(dx) + j] = X[
-                                nc // c_in, nc % c_in, row + m * s - p, (first_j(dx) + j) * s + dx - p]
+                            xp[base + first_j(dx) + j] = widen(X[
+                                nc // c_in, nc % c_in, row + m * s - p, (first_j(dx) + j) * s + dx - p], dt)
                         for j in range(block_width - first_j(dx) - count_j(dx)):
                             xp[base + first_j(dx) + count_j(dx) + j] = T.float32(0)
                 for j in range(vw - k * block_width):
@@ -229,15 +236,15 @@ def generate(spec: ConvSpec):
                     for j in range(first_j(dx)):
                         xp[nc * plane + row * pitch + dx * vw + j] = T.float32(0)
                     for j in range(count_j(dx)):
-                        xp[nc * plane + row * pitch + dx * vw + first_j(dx) + j] = X[
-                            nc // c_in, nc % c_in, row - p, (first_j(dx) + j) * s + dx - p]
+                        xp[nc * plane + row * pitch + dx * vw + first_j(dx) + j] = widen(X[
+                            nc // c_in, nc % c_in, row - p, (first_j(dx) + j) * s + dx - p], dt)
                     for j in range(vw - first_j(dx) - count_j(dx)):
                         xp[nc * plane + row * pitch + dx * vw + first_j(dx) + count_j(dx) + j] = T.float32(0)
 
     def epilogue(value, residual, n, o, row, col):
         if spec.residual:
-            value = value + residual[n, o, row, col]
-        return act(value)
+            value = value + widen(residual[n, o, row, col], dt)
+        return narrow(act(value), dt)
 
     @T.macro
     def column_entries(xp, offsets, wts, cols, ranges, acc, n, o, g, r0, c0, rows, span):
@@ -311,14 +318,15 @@ def generate(spec: ConvSpec):
                      "sparsepass.kernel": "pattern_conv"})
         N = T.int64()
         NNZ = T.int64()
-        X = T.match_buffer(x, (N, c_in, h, w), "float32", align=4, offset_factor=1)
+        X = T.match_buffer(x, (N, c_in, h, w), dt, align=4, offset_factor=1)
         offsets = T.match_buffer(off, (NNZ,), "int32", align=4)
         wts = T.match_buffer(wt, (NNZ, 3), "float32", align=4)
         cols = T.match_buffer(col, (NNZ,), "int32", align=4)
         ranges = T.match_buffer(ptr, (c_out, blocks * SPANS + 1), "int32", align=4)
         bias = T.match_buffer(bi, (c_out,), "float32", align=4)
-        R = T.match_buffer(res, residual_shape or (N, c_out, oh, ow), "float32", align=4, offset_factor=1)
-        Y = T.match_buffer(y, (N, c_out, oh, ow), "float32", align=4, offset_factor=1)
+        R = T.match_buffer(res, residual_shape or (N, c_out, oh, ow), dt if spec.residual else "float32",
+                           align=4, offset_factor=1)
+        Y = T.match_buffer(y, (N, c_out, oh, ow), dt, align=4, offset_factor=1)
         xp = T.alloc_buffer((N * c_in * plane,), "float32")
         for nc in T.parallel(N * c_in):
             if k == 1:  # a Python constant

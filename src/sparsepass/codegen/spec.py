@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from sparsepass.codegen.io_dtype import check_io_dtype
 from sparsepass.codegen.target import target_key
 
 #: Upper bound on the parts block rows are split into; enough to balance many cores.
@@ -57,6 +58,8 @@ class KernelSpec(SpecMixin):
     epilogue : one of EPILOGUES
     target : the canonical target dict, as sorted JSON (see codegen.target)
     residual : a tensor shaped like Y is added before the epilogue (``Y = act(X W^T + b + R)``)
+    dtype : the dtype of X, the residual and Y (one of io_dtype.IO_DTYPES); the kernel
+        computes in float32 whatever it is, and weights and bias are float32
     op : the kernel family; "bsr_linear" for now
     """
 
@@ -68,6 +71,7 @@ class KernelSpec(SpecMixin):
     target: str
     epilogue: str = "none"
     residual: bool = False
+    dtype: str = "float32"
     op: str = "bsr_linear"
 
     def __post_init__(self):
@@ -77,6 +81,7 @@ class KernelSpec(SpecMixin):
             raise ValueError(f"unknown epilogue {self.epilogue!r}; expected one of {EPILOGUES}")
         if min(self.block) < 1 or self.tile < 1:
             raise ValueError(f"bad block {self.block} or tile {self.tile}")
+        check_io_dtype(self.dtype)
 
     @property
     def block_rows(self) -> int:

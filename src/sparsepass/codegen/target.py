@@ -84,3 +84,29 @@ def vector_registers(target: dict) -> tuple[int, int]:
 
 def is_cuda(target: dict) -> bool:
     return target.get("kind") == "cuda"
+
+
+#: CPU features that speed up PyTorch's (oneDNN's) dense half-precision matmuls and convs.
+HALF_PRECISION_FEATURES = ("amx-bf16", "amx-fp16", "avx512bf16")
+
+
+@functools.cache
+def _host_half_precision_features() -> frozenset[str]:
+    # What PyTorch detects at run time, which decides oneDNN's kernels. LLVM's name for the host
+    # can be an older model than the host is under a VM ("rocketlake" on a host with AMX here).
+    import torch
+
+    probes = {"amx-bf16": "_is_amx_tile_supported", "amx-fp16": "_is_amx_fp16_supported",
+              "avx512bf16": "_is_avx512_bf16_supported"}
+    return frozenset(f for f, probe in probes.items() if getattr(torch.cpu, probe, lambda: False)())
+
+
+def half_precision_features(target: dict) -> frozenset[str]:
+    """Which of HALF_PRECISION_FEATURES a CPU target has: for the host, those PyTorch finds at run
+    time; for another CPU, those LLVM knows its ``mcpu`` by."""
+    if is_cuda(target):
+        return frozenset()
+    if target_key(target) == target_key(host_target()):
+        return _host_half_precision_features()
+    has = tvm.target.codegen.target_has_features
+    return frozenset(f for f in HALF_PRECISION_FEATURES if has(f, tvm_target(target)))

@@ -1,5 +1,5 @@
-"""What every op's call path shares: kernel specs parsed once per string, and the placeholder
-tensor passed where a kernel takes no residual.
+"""What every op's call path shares: kernel specs parsed once per string, the dtype check, and
+the placeholder tensor passed where a kernel takes no residual.
 
 A rewritten graph stores each kernel's spec as a JSON string argument; parsing it on every
 call (and allocating a placeholder) cost microseconds per layer, as much as a small kernel.
@@ -15,6 +15,7 @@ import torch
 from sparsepass.codegen.max_pool_cpu import PoolSpec
 from sparsepass.codegen.pattern_conv_cpu import ConvSpec
 from sparsepass.codegen.spec import KernelSpec
+from sparsepass.errors import SparsifyError
 
 
 @functools.lru_cache(maxsize=None)
@@ -37,6 +38,14 @@ def pool_spec(text: str) -> PoolSpec:
 def device_of(spec) -> str:
     """The torch device type a spec's kernel runs on."""
     return "cuda" if spec.target_dict["kind"] == "cuda" else "cpu"
+
+
+def check_dtype(tensor: torch.Tensor, spec, layer: str, what: str = "input") -> None:
+    """A kernel reads its activations in the dtype it was built for (the layer's weight dtype)."""
+    if str(tensor.dtype) != "torch." + spec.dtype:
+        raise SparsifyError(layer, f"{what} dtype is {tensor.dtype}; this layer's kernel was built for "
+                                   f"torch.{spec.dtype} activations (the dtype of its weight when "
+                                   "sparsified): convert the model and inputs alike before sparsify_graph")
 
 
 @functools.lru_cache(maxsize=None)

@@ -19,12 +19,11 @@ from sparsepass.codegen.build import get_kernel
 from sparsepass.codegen.spec import KernelSpec
 from sparsepass.errors import SparsifyError
 from sparsepass.ops.registry import kernel_op
-from sparsepass.ops.specs import device_of, linear_spec, no_residual
+from sparsepass.ops.specs import check_dtype, device_of, linear_spec, no_residual
 
 
 def _check_input(x: torch.Tensor, spec: KernelSpec, layer: str) -> None:
-    if x.dtype != torch.float32:
-        raise SparsifyError(layer, f"input dtype is {x.dtype}; the sparse kernel computes in float32")
+    check_dtype(x, spec, layer)
     device = device_of(spec)
     if x.device.type != device:
         raise SparsifyError(layer, f"input is on {x.device}; this kernel was built for {device} "
@@ -62,6 +61,7 @@ def bsr_linear(
     if kernel_spec.residual:
         if residual is None or tuple(residual.shape) != (*x.shape[:-1], kernel_spec.out_features):
             raise SparsifyError(layer, "the fused residual must have the layer output's shape")
+        check_dtype(residual, kernel_spec, layer, "residual")
         res = residual.reshape(rows.shape[0], kernel_spec.out_features).contiguous()
     if rows.shape[0]:
         if x.device.type == "cpu":

@@ -111,6 +111,11 @@ def as_array(weight: Any) -> np.ndarray:
     return np.asarray(weight)
 
 
+def dtype_name(weight: Any) -> str:
+    """A weight's dtype as torch and TVM both spell it (``float32``, ``bfloat16``, ...)."""
+    return str(weight.dtype).removeprefix("torch.")
+
+
 def _pair_sum(counts: np.ndarray, axis: int) -> np.ndarray:
     """Sum neighbouring pairs along ``axis`` (doubling a block side), padding odd ends."""
     if counts.shape[axis] % 2:
@@ -208,5 +213,5 @@ def detect(weight: Any) -> Structure:
         zero_rows=tuple(np.flatnonzero(~nonzero.any(axis=1)).tolist()),
         zero_cols=tuple(np.flatnonzero(~nonzero.any(axis=0)).tolist()),
         finite=finite,
-        dtype=str(w.dtype),
+        dtype=dtype_name(weight),
     )

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from sparsepass.passes.analysis import Structure, as_array, detect
+from sparsepass.passes.analysis import Structure, as_array, detect, dtype_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +73,7 @@ def detect_conv(weight: Any) -> ConvStructure:
     nnz = int((w != 0).sum())
     matrix, patterns, ids, max_taps = None, (), (), 0
     if w.shape[2:] == (1, 1):
-        matrix = detect(w[:, :, 0, 0])
+        matrix = dataclasses.replace(detect(w[:, :, 0, 0]), dtype=dtype_name(weight))
     kept = (w != 0).reshape(*w.shape[:2], -1).any(axis=2)
     if w.shape[2:] == (3, 3):
         bits = _mask_bits(w)
@@ -84,4 +84,4 @@ def detect_conv(weight: Any) -> ConvStructure:
         patterns = tuple(int(b) for b in order)
         max_taps = max((bin(b).count("1") for b in patterns), default=0)
     return ConvStructure(tuple(int(d) for d in w.shape), nnz, int(kept.sum()), patterns, ids, max_taps,
-                         matrix, finite, str(w.dtype))
+                         matrix, finite, dtype_name(weight))

@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from sparsepass.codegen.io_dtype import IO_DTYPES
 from sparsepass.codegen.spec import KernelSpec
-from sparsepass.codegen.target import is_cuda, vector_registers
+from sparsepass.codegen.target import half_precision_features, is_cuda, vector_registers
 from sparsepass.passes.analysis import Structure, spans_needed
 
 #: Rows of X assumed when the caller does not know the batch (BERT-base's 128 tokens).
@@ -30,6 +31,14 @@ class CostModel:
     rows_part_vector : "rows" layout per filled lane when R < 16 (R=8 -> half of this)
     tokens : "tokens" layout (broadcast weight, vector of tokens), by block height 1/2/4/8+
     dense : PyTorch's dense float32 linear
+    dense_half : (dtype, CPU feature, speed): how much faster PyTorch's dense layer runs in a
+        half-precision dtype than in float32 when the CPU has that feature (the first listed
+        feature it has decides; none: 1). Our kernels compute in float32 whatever the dtype, so
+        this is what a half-precision layer's sparse kernel has to beat. amx-bf16 and float16
+        without AMX were measured on a Sapphire Rapids-class VM, one thread: bfloat16 4.6x float32
+        for the BERT FFN (3.1x for a 3x3 conv at 64ch 56x56, 1.1x for a 1x1 conv), float16 1.1x.
+        avx512bf16 alone (Zen 4/5) is not measured: 2x, the rate its dot-product instruction
+        doubles; amx-fp16 is assumed as fast as amx-bf16
     call_overhead : fixed cost of one kernel call, in multiply-adds at peak
     min_speedup : a sparse kernel must beat dense by this factor to be chosen
     """
@@ -38,6 +47,8 @@ class CostModel:
     rows_part_vector: float = 0.85
     tokens: tuple[float, ...] = (0.45, 0.7, 0.85, 0.85)
     dense: float = 0.8
+    dense_half: tuple[tuple[str, str, float], ...] = (
+        ("bfloat16", "amx-bf16", 4.6), ("bfloat16", "avx512bf16", 2.0), ("float16", "amx-fp16", 4.6))
     call_overhead: float = 2.0e5
     min_speedup: float = 1.25
     vector_lanes: int = 16
@@ -50,6 +61,14 @@ class CostModel:
 
     def tokens_efficiency(self, r: int) -> float:
         return self.tokens[min(int(math.log2(r)), len(self.tokens) - 1)]
+
+    def dense_speedup(self, dtype: str, target: dict) -> float:
+        """How much faster PyTorch runs a dense layer in ``dtype`` than in float32 on ``target``."""
+        if dtype == "float32":
+            return 1.0
+        features = half_precision_features(target)
+        return next((speed for name, feature, speed in self.dense_half
+                     if name == dtype and feature in features), 1.0)
 
 
 DEFAULT_COST = CostModel()
@@ -145,6 +164,15 @@ def _choose_gpu(structure: Structure, target: dict, epilogue: str, cost: GpuCost
                     dense_cost, sparse_cost)
 
 
+def _dtype_refusal(dtype: str, target: dict) -> str | None:
+    """Why a weight of ``dtype`` cannot get a sparse kernel on ``target``, or None."""
+    if dtype not in IO_DTYPES:
+        return f"weight dtype is {dtype}; sparse kernels take float32, bfloat16 or float16"
+    if dtype != "float32" and is_cuda(target):
+        return f"weight dtype is {dtype}; the CUDA kernels are float32 only"
+    return None
+
+
 def _dense(reason: str, dense_cost: float = 0.0, sparse_cost: float = 0.0) -> Decision:
     return Decision(None, reason, dense_cost, sparse_cost)
 
@@ -157,9 +185,12 @@ def choose(
     epilogue: str = "none",
     cost: CostModel = DEFAULT_COST,
 ) -> Decision:
-    """Choose the kernel for a linear layer with weight ``structure`` on ``target``."""
-    if structure.dtype != "float32":
-        return _dense(f"weight dtype is {structure.dtype}; sparse kernels are float32 only")
+    """Choose the kernel for a linear layer with weight ``structure`` on ``target``.
+
+    A half-precision weight gets a kernel that reads and writes its dtype (computing in float32)."""
+    refusal = _dtype_refusal(structure.dtype, target)
+    if refusal:
+        return _dense(refusal)
     if not structure.finite:
         return _dense("weight holds NaN or Inf; kept dense so results match PyTorch exactly")
     if structure.kind == "dense":
@@ -167,7 +198,7 @@ def choose(
     if is_cuda(target):
         return _choose_gpu(structure, target, epilogue, DEFAULT_GPU_COST)
     n, k = structure.shape
-    dense_cost = n * k * tokens / cost.dense
+    dense_cost = n * k * tokens / (cost.dense * cost.dense_speedup(structure.dtype, target))
     sparse_cost, layout, fit = min(  # ties go to the coarser block
         _candidates(structure, tokens, cost), key=lambda c: (c[0], -c[2].rows * c[2].cols))
     if sparse_cost * cost.min_speedup > dense_cost:
@@ -185,6 +216,7 @@ def choose(
         layout=layout,
         tile=_tile(layout, fit.rows, tokens, target),
         epilogue=epilogue,
+        dtype=structure.dtype,
         target=target,
     )
     fill = structure.nnz / fit.stored if fit.stored else 1.0
@@ -204,8 +236,9 @@ def choose_conv(structure, conv: dict, target: dict, cost: CostModel = DEFAULT_C
     """
     from sparsepass.codegen.pattern_conv_cpu import ALL_TAPS, ConvSpec
 
-    if structure.dtype != "float32":
-        return _dense(f"weight dtype is {structure.dtype}; sparse kernels are float32 only")
+    refusal = _dtype_refusal(structure.dtype, target)
+    if refusal:
+        return _dense(refusal)
     if not structure.finite:
         return _dense("weight holds NaN or Inf; kept dense so results match PyTorch exactly")
     if conv["groups"] != 1:
@@ -227,7 +260,7 @@ def choose_conv(structure, conv: dict, target: dict, cost: CostModel = DEFAULT_C
         return _dense(f"{kh}x{kw} kernels (or uneven stride/padding) stay dense; 3x3 and 1x1 are supported")
     if conv["height"] is None:
         return _dense("input size unknown: pass example_inputs so the kernel can be specialised")
-    dense_cost = float(structure.size)
+    dense_cost = float(structure.size) / cost.dense_speedup(structure.dtype, target)
     sparse_cost = structure.kernels_kept * structure.max_taps / PATTERN_CONV_EFFICIENCY
     if sparse_cost * cost.min_speedup > dense_cost:
         return _dense(f"density {structure.density:.2f}: pattern conv estimated "
@@ -235,7 +268,7 @@ def choose_conv(structure, conv: dict, target: dict, cost: CostModel = DEFAULT_C
                       f"{cost.min_speedup:.2f}x", dense_cost, sparse_cost)
     spec = ConvSpec.make(in_channels=structure.shape[1], out_channels=structure.shape[0],
                          height=conv["height"], width=conv["width"], stride=conv["stride"][0],
-                         padding=conv["padding"][0], target=target,
+                         padding=conv["padding"][0], target=target, dtype=structure.dtype,
                          taps=max(1, structure.max_taps) if is_cuda(target) else ALL_TAPS)
     return Decision(spec, f"pattern conv, {len(structure.patterns)} patterns of <= {structure.max_taps} "
                           f"taps, {structure.kernels_kept} kernels", dense_cost, sparse_cost)

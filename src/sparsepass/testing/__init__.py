@@ -13,9 +13,10 @@ from sparsepass.testing.equivalence import EquivalenceError, assert_equivalent, 
 from sparsepass.testing.tolerance import (
            assert_linear_close,
            gamma,
+           half_output_tolerance,
            linear_error_bound,
            output_tolerance,
 )
 
 __all__ = ["EquivalenceError", "assert_equivalent", "assert_linear_close", "first_divergence", "gamma",
-           "linear_error_bound", "output_tolerance"]
+           "half_output_tolerance", "linear_error_bound", "output_tolerance"]

@@ -3,13 +3,16 @@
 One call for a user's CI. It runs a reference and a candidate on each input,
 compares every output leaf (tensors inside tuples, lists, dicts, HF
 ModelOutput), with a tolerance derived from the dtype and the model's longest
-reduction (see tolerance.output_tolerance), and on failure says which leaf,
+reduction (see tolerance.output_tolerance; half-precision outputs from the
+reference's own rounding error, measured against a float64 copy of it:
+tolerance.half_output_tolerance), and on failure says which leaf,
 which element, both values, the tolerance, and for torch.fx graphs the first
 node whose value diverges, found by running both graphs node by node.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from typing import Any, Iterable
@@ -17,7 +20,7 @@ from typing import Any, Iterable
 import torch
 import torch.fx as fx
 
-from sparsepass.testing.tolerance import output_tolerance
+from sparsepass.testing.tolerance import HALF_DTYPES, half_output_tolerance, output_tolerance
 
 #: Node meta key set by sparsify_graph: the original node a rewritten node stands for.
 REPLACES_KEY = "sparsepass_replaces"
@@ -95,8 +98,38 @@ def _as_args(item) -> tuple:
     return tuple(item) if isinstance(item, (tuple, list)) else (item,)
 
 
-def _compare(path: str, expected, actual, rtol, atol, longest: int) -> str | None:
-    """None when equal within tolerance, else a message about the worst element."""
+def _float64_args(args: tuple) -> tuple:
+    return tuple(a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+
+
+def _float64_outputs(reference, args: tuple, number: int) -> list[tuple[str, Any]]:
+    """The reference's output leaves computed in float64 (a converted copy of it)."""
+    why = "it is not a torch module"
+    if isinstance(reference, torch.nn.Module):
+        try:
+            twin = copy.deepcopy(reference).double()
+            with torch.no_grad():
+                return flatten_outputs(twin(*_float64_args(args)))
+        except Exception as err:  # any failure of the copy: say so, with the way out
+            why = f"{type(err).__name__}: {err}"
+    raise ValueError(f"input {number}: a half-precision output's tolerance is derived from the reference's "
+                     f"own rounding error, measured against the reference run in float64, which failed "
+                     f"({why}); pass atol (and rtol) explicitly")
+
+
+def _is_half(value) -> bool:
+    return isinstance(value, torch.Tensor) and value.dtype in HALF_DTYPES
+
+
+def _tolerance(expected: torch.Tensor, exact: torch.Tensor | None, longest: int) -> float:
+    if expected.dtype in HALF_DTYPES:
+        return half_output_tolerance(expected, exact, longest)
+    return output_tolerance(expected, longest)
+
+
+def _compare(path: str, expected, actual, rtol, atol, longest: int, exact=None) -> str | None:
+    """None when equal within tolerance, else a message about the worst element. ``exact`` is the
+    leaf in float64, needed for a half-precision leaf without ``atol``."""
     if not isinstance(expected, torch.Tensor):
         return None if expected == actual else f"{path}: {actual!r} != {expected!r}"
     if not isinstance(actual, torch.Tensor) or actual.shape != expected.shape:
@@ -104,7 +137,7 @@ def _compare(path: str, expected, actual, rtol, atol, longest: int) -> str | Non
         return f"{path}: candidate gives {shape}, reference {tuple(expected.shape)}"
     if not expected.is_floating_point():
         return None if torch.equal(actual, expected) else f"{path}: integer outputs differ"
-    tol = atol if atol is not None else output_tolerance(expected, longest)
+    tol = atol if atol is not None else _tolerance(expected, exact, longest)
     rel = rtol if rtol is not None else 0.0
     exp, act = expected.detach().double(), actual.detach().double()
     same_nan = torch.isnan(exp) == torch.isnan(act)
@@ -117,7 +150,8 @@ def _compare(path: str, expected, actual, rtol, atol, longest: int) -> str | Non
         if not bool(same_nan.all()) else tuple(int(i) for i in torch.unravel_index(excess.argmax(), exp.shape))
     return (f"{path}: element {index}: candidate {act[index].item():.9g} vs reference "
             f"{exp[index].item():.9g} (|diff| {abs(act[index].item() - exp[index].item()):.3g}, "
-            f"tolerance atol={tol:.3g} rtol={rel:.3g}, from the longest reduction K={longest})")
+            f"tolerance atol={tol:.3g} rtol={rel:.3g}, from the longest reduction K={longest}"
+            + (", and twice the reference's own error vs float64)" if _is_half(expected) and atol is None else ")"))
 
 
 class _Recorder(fx.Interpreter):
@@ -144,6 +178,17 @@ def _as_graph(model) -> fx.GraphModule | None:
     return None
 
 
+def _float64_values(gm: fx.GraphModule, args: tuple) -> dict[str, Any]:
+    """Every node's value with the graph run in float64 (empty when a copy cannot run so)."""
+    run = _Recorder(copy.deepcopy(gm).double())
+    try:
+        with torch.no_grad():
+            run.run(*_float64_args(args))
+    except Exception:  # a graph that cannot run in float64: half nodes are then not compared
+        return {}
+    return run.values
+
+
 def first_divergence(reference, candidate, args: tuple, longest: int) -> Divergence | None:
     """The candidate's first node whose value differs from the same node of the reference."""
     ref_gm, cand_gm = _as_graph(reference), _as_graph(candidate)
@@ -153,6 +198,7 @@ def first_divergence(reference, candidate, args: tuple, longest: int) -> Diverge
     with torch.no_grad():
         ref_run.run(*args)
         cand_run.run(*args)
+    exact_values = None  # the reference's node values in float64, for half-precision nodes
     for node in cand_gm.graph.nodes:
         if node.op in ("placeholder", "output", "get_attr"):
             continue
@@ -161,7 +207,13 @@ def first_divergence(reference, candidate, args: tuple, longest: int) -> Diverge
         if not isinstance(expected, torch.Tensor) or not isinstance(actual, torch.Tensor) \
                 or expected.shape != actual.shape or not expected.is_floating_point():
             continue
-        tol = output_tolerance(expected, longest)
+        exact = None
+        if expected.dtype in HALF_DTYPES:
+            exact_values = _float64_values(ref_gm, args) if exact_values is None else exact_values
+            exact = exact_values.get(name)
+            if not isinstance(exact, torch.Tensor) or exact.shape != expected.shape:
+                continue
+        tol = _tolerance(expected, exact, longest)
         difference = float((actual.double() - expected.double()).abs().nan_to_num(nan=math.inf).max()) \
             if expected.numel() else 0.0
         if difference > tol:
@@ -203,8 +255,11 @@ def assert_equivalent(reference, candidate, inputs: Iterable[Any], *, rtol: floa
         if len(expected_leaves) != len(actual_leaves):
             raise EquivalenceError(f"input {number}: candidate returns {len(actual_leaves)} outputs, "
                                    f"reference {len(expected_leaves)}")
-        for (path, exp), (_, act) in zip(expected_leaves, actual_leaves):
-            problem = _compare(path, exp, act, rtol, atol, longest)
+        exact_leaves = [None] * len(expected_leaves)
+        if atol is None and any(_is_half(leaf) for _, leaf in expected_leaves):
+            exact_leaves = [leaf for _, leaf in _float64_outputs(reference, args, number)]
+        for (path, exp), (_, act), exact in zip(expected_leaves, actual_leaves, exact_leaves):
+            problem = _compare(path, exp, act, rtol, atol, longest, exact)
             if problem is not None:
                 divergence = first_divergence(reference, candidate, args, longest)
                 where = f"\n  {divergence}" if divergence else ""

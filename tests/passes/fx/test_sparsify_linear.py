@@ -217,14 +217,24 @@ def test_non_constant_weight_stays_dense_with_reason():
 
 
 @pytest.mark.parametrize("with_examples", [False, True], ids=["no examples", "compacted"])
-@pytest.mark.parametrize("dtype", [torch.float16, torch.float64, torch.bfloat16])
-def test_non_float32_weight_stays_dense_with_reason(dtype, with_examples):
+def test_float64_weight_stays_dense_with_reason(with_examples):
+    model = block_sparse_model().double()
+    examples = (torch.randn(2, 128, dtype=torch.float64),) if with_examples else None
+    fast = passes.sparsify_graph(fx.symbolic_trace(model), example_inputs=examples)
+    assert fast.sparsepass_report["fc"].kernel == "dense"
+    assert "float64" in fast.sparsepass_report["fc"].reason
+
+
+@pytest.mark.parametrize("with_examples", [False, True], ids=["no examples", "compacted"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_weight_gets_a_kernel(dtype, with_examples):
     """Also through channel compaction, which reads the weights' zeros (numpy has no bfloat16)."""
     model = block_sparse_model().to(dtype)
     examples = (torch.randn(2, 128, dtype=dtype),) if with_examples else None
-    fast = passes.sparsify_graph(fx.symbolic_trace(model), example_inputs=examples)
-    assert fast.sparsepass_report["fc"].kernel == "dense"
-    assert str(dtype) in fast.sparsepass_report["fc"].reason
+    fast = passes.sparsify_graph(fx.symbolic_trace(model), example_inputs=examples, options=ALWAYS)
+    assert fast.sparsepass_report["fc"].kernel == "bsr 32x1 rows"
+    x = torch.randn(3, 128, dtype=dtype)
+    assert fast(x).dtype == dtype
 
 
 def test_nan_weight_stays_dense_and_matches():

@@ -192,3 +192,19 @@ def test_a_strided_1x1_conv_is_rewritten(host):
     mod = sp.SparsifyConv2d()(frontends.to_relax(model, (x,)))
     assert sp.report(mod)[0].kernel == "bsr 4x1 channels +relu"
     assert_equivalent(model, tvm.compile(mod, target=host), [x])
+
+
+def test_a_half_precision_conv_stays_dense_saying_why():
+    from tvm import relax
+
+    weight = pattern_pruned_conv(bias=False).weight.detach().half().numpy()
+    builder = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([1, 8, 12, 12], "float16"))
+    with builder.function("main", [x]):
+        with builder.dataflow():
+            out = builder.emit_output(relax.op.nn.conv2d(x, relax.const(weight), padding=1))
+        builder.emit_func_output(out)
+    after = sp.SparsifyConv2d()(builder.get())
+    [layer] = sp.report(after)
+    assert call_tir_targets(after) == []
+    assert layer.kernel == "dense" and "float16" in layer.reason and "torch.fx" in layer.reason

@@ -333,3 +333,20 @@ def test_relu6_fuses_and_other_clips_stay(host, activation, label):
     actual = run_vm(tvm.compile(after, target=host), x)
     bound = 2 * gamma(65) * (x.abs() @ model[0].weight.abs().T) + 1e-7  # clips are 1-Lipschitz
     assert ((actual - model(x)).abs() <= bound).all()
+
+
+def test_a_half_precision_layer_stays_dense_saying_why():
+    """TVM's importer refuses half-precision torch models; a Relax module built otherwise keeps its
+    float16 layers dense, and the report sends the user to the torch.fx path."""
+    weight = (torch.randn(128, 64) * torch.from_numpy(sps.block_mask(128, 64, (32, 1), 0.1, 0))).half()
+    builder = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([8, 64], "float16"))
+    with builder.function("main", [x]):
+        with builder.dataflow():
+            transposed = builder.emit(relax.op.permute_dims(relax.const(weight.numpy())))
+            out = builder.emit_output(relax.op.matmul(x, transposed))
+        builder.emit_func_output(out)
+    after = sp.SparsifyLinear(options=ALWAYS)(builder.get())
+    [layer] = sp.report(after)
+    assert call_tir_targets(after) == []
+    assert layer.kernel == "dense" and "float16" in layer.reason and "torch.fx" in layer.reason

@@ -62,6 +62,15 @@ def node_shape(node) -> tuple | None:
     return tuple(source.shape) if source is not None and hasattr(source, "shape") else None
 
 
+def node_dtype(node) -> torch.dtype | None:
+    """The dtype recorded on ``node`` by ShapeProp or torch.export, else None."""
+    for key in ("tensor_meta", "val"):
+        value = node.meta.get(key) if isinstance(node, fx.Node) else None
+        if value is not None and hasattr(value, "dtype"):
+            return value.dtype
+    return None
+
+
 _VIEWS = (torch.reshape, aten.view.default, aten.reshape.default, aten._unsafe_view.default)
 
 

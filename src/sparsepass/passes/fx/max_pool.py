@@ -22,7 +22,7 @@ from sparsepass.codegen.max_pool_cpu import PoolSpec
 from sparsepass.ops import pool_ops  # noqa: F401  (registers the op)
 from sparsepass.passes.fx.activations import activation_name
 from sparsepass.passes.fx.conv_match import _pair
-from sparsepass.passes.fx.match import node_shape
+from sparsepass.passes.fx.match import node_dtype, node_shape
 from sparsepass.passes.fx.splice import chain, splice_call
 from sparsepass.passes.report import LayerReport
 
@@ -70,14 +70,6 @@ def match_max_pool(gm: fx.GraphModule, node: fx.Node) -> PoolSite | None:
                     bool(return_indices))
 
 
-def _dtype(node) -> torch.dtype | None:
-    for key in ("tensor_meta", "val"):
-        value = node.meta.get(key) if isinstance(node, fx.Node) else None
-        if value is not None and hasattr(value, "dtype"):
-            return value.dtype
-    return None
-
-
 def _why_not(site: PoolSite) -> str | None:
     shape = node_shape(site.x)
     if site.return_indices:
@@ -88,8 +80,8 @@ def _why_not(site: PoolSite) -> str | None:
         return "input size unknown (pass example_inputs): the kernel is specialised to it"
     if len(shape) != 4:
         return f"input of shape {shape} is not [N, C, H, W]: stays in PyTorch"
-    if _dtype(site.x) != torch.float32:
-        return f"input is {_dtype(site.x)}; the kernel is float32 only"
+    if node_dtype(site.x) != torch.float32:
+        return f"input is {node_dtype(site.x)}; the kernel is float32 only"
     if any(2 * p > k for p, k in zip(site.padding, site.kernel)):
         return f"padding {site.padding} exceeds half the window {site.kernel}"
     return None

@@ -26,7 +26,7 @@ from sparsepass.codegen.bsr_format import to_bsr
 from sparsepass.codegen.target import canonical_target
 from sparsepass.errors import SparsifyError
 from sparsepass.ops import torch_ops  # noqa: F401  (registers torch.ops.sparsepass)
-from sparsepass.passes.analysis import Structure, detect
+from sparsepass.passes.analysis import Structure, as_array, detect
 from sparsepass.passes.fx.compact_channels import compact_channels
 from sparsepass.passes.fx.conv_match import fusable_tail, match_conv
 from sparsepass.passes.fx.gelu_tanh import recognise_tanh_gelu
@@ -92,13 +92,10 @@ class _Rewriter:
     def structure(self, site: LinearSite) -> Structure:
         key = site.weight_attr
         if key not in self.structures:
-            self.structures[key] = detect(site.weight.float() if site.weight.dtype == torch.bfloat16
-                                          else site.weight)
+            self.structures[key] = detect(site.weight)
         return self.structures[key]
 
     def decide(self, site: LinearSite, structure: Structure, epilogue: str) -> Decision:
-        if site.weight.dtype != torch.float32:
-            return Decision(None, f"weight dtype is {site.weight.dtype}; sparse kernels are float32 only")
         x_name = site.x.name if isinstance(site.x, fx.Node) else ""
         tokens = self.tokens.get(x_name, self.options.tokens)
         return choose(structure, self.target, tokens=max(tokens, 1), epilogue=epilogue,
@@ -116,7 +113,7 @@ class _Rewriter:
         key = (site.weight_attr, id(site.bias), spec)
         if key not in self.buffers:
             bias = None if site.bias is None else site.bias.float().numpy()
-            bsr = to_bsr(site.weight.numpy(), spec.block, spec.parts, bias)
+            bsr = to_bsr(as_array(site.weight), spec.block, spec.parts, bias)
             self.buffers[key] = register_arrays(self.gm, site.name, {
                 field: getattr(bsr, field) for field in ("data", "indices", "indptr", "parts", "bias")})
         return self.buffers[key]

@@ -21,6 +21,7 @@ from sparsepass.codegen.pattern_conv_cpu import ConvSpec
 from sparsepass.codegen.pattern_format import FIELDS as PACKED_FIELDS
 from sparsepass.codegen.pattern_format import pack
 from sparsepass.ops import conv_ops  # noqa: F401  (registers the conv ops)
+from sparsepass.passes.analysis import as_array
 from sparsepass.passes.conv_analysis import detect_conv
 from sparsepass.passes.fx.conv_match import ConvSite, fusable_tail
 from sparsepass.passes.fx.match import node_shape
@@ -51,8 +52,6 @@ def rewrite_conv(gm: fx.GraphModule, site: ConvSite, target: dict, fuse: bool,
     structure = detect_conv(site.weight)
     if isinstance(site.padding, str):
         decision = Decision(None, f"padding={site.padding!r} stays dense")
-    elif site.weight.dtype != torch.float32:
-        decision = Decision(None, f"weight dtype is {site.weight.dtype}; sparse kernels are float32 only")
     else:
         decision = choose_conv(structure, _conv_params(site), target, cost)
     if decision.kernel is None:
@@ -68,12 +67,12 @@ def rewrite_conv(gm: fx.GraphModule, site: ConvSite, target: dict, fuse: bool,
     bias = None if site.bias is None else site.bias.float().numpy()
     erase = chain(site.node, last)
     if is_pattern:
-        packed = pack(spec, site.weight.numpy(), bias)
+        packed = pack(spec, as_array(site.weight), bias)
         names = register_arrays(gm, site.name, {f: getattr(packed, f) for f in PACKED_FIELDS})
         splice_call(gm, torch.ops.sparsepass.pattern_conv2d.default, last,
                     (site.x, residual, spec.to_json(), site.name), names, report, erase)
     else:
-        packed = to_bsr(site.weight[:, :, 0, 0].numpy(), spec.block, spec.parts, bias)
+        packed = to_bsr(as_array(site.weight[:, :, 0, 0]), spec.block, spec.parts, bias)
         names = register_arrays(gm, site.name, {f: getattr(packed, f) for f in
                                                 ("data", "indices", "indptr", "parts", "bias")})
         splice_call(gm, torch.ops.sparsepass.bsr_conv1x1.default, last,

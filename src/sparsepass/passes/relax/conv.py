@@ -32,7 +32,7 @@ from sparsepass.codegen.target import canonical_target
 from sparsepass.passes.conv_analysis import detect_conv
 from sparsepass.passes.plan import Decision, choose_conv
 from sparsepass.passes.relax.activations import activation_of, epilogue_of
-from sparsepass.passes.relax.kernels import add_kernel
+from sparsepass.passes.relax.kernels import RELAX_FLOAT32_ONLY, add_kernel
 from sparsepass.passes.relax.names import constant_names, layer_name, passed_on, with_names
 from sparsepass.passes.relax.report import append_report
 from sparsepass.passes.relax.sites import outermost_matches, rewrite_sites
@@ -185,6 +185,8 @@ class _SparsifyConv:
             shape = [int(d) for d in x.ty.shape.values]
         except (TypeError, AttributeError):
             return Decision(None, "input shape is not static; conv kernels are specialised to it")
+        if x.ty.dtype != "float32" or structure.dtype != "float32":
+            return Decision(None, RELAX_FLOAT32_ONLY.format(dtype=x.ty.dtype))
         params = {"stride": tuple(attrs["strides"]), "padding": tuple(attrs["padding"][:2]),
                   "dilation": tuple(attrs["dilation"]), "groups": attrs["groups"], "batch": shape[0],
                   "height": shape[2], "width": shape[3]}

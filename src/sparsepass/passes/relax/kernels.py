@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from tvm import ir, relax
 
+#: Why a half-precision layer stays dense in Relax: the kernels added here are float32 (TVM 0.27's
+#: importer refuses half-precision PyTorch models anyway).
+RELAX_FLOAT32_ONLY = ("input dtype is {dtype}; the Relax passes build float32 kernels (half-precision "
+                      "models get sparse kernels through the torch.fx path)")
+
 
 def add_kernel(bb: relax.BlockBuilder, func, name: str) -> ir.GlobalVar:
     """Add PrimFunc ``func`` to ``bb``'s module as ``name``, or ``name_1``, ``name_2``... if taken."""

@@ -29,7 +29,7 @@ from sparsepass.codegen.target import canonical_target
 from sparsepass.passes.analysis import detect
 from sparsepass.passes.plan import DEFAULT_COST, DEFAULT_TOKENS, CostModel, Decision, choose
 from sparsepass.passes.relax.activations import activation_of, epilogue_of
-from sparsepass.passes.relax.kernels import add_kernel
+from sparsepass.passes.relax.kernels import RELAX_FLOAT32_ONLY, add_kernel
 from sparsepass.passes.relax.names import constant_names, layer_name
 from sparsepass.passes.relax.report import append_report
 from sparsepass.passes.relax.sites import outermost_matches, rewrite_sites
@@ -168,8 +168,8 @@ class _Rewriter:
         structure = detect(weight)
         rows = _static_rows(x) or self.options.tokens
         decision = choose(structure, self.target, tokens=rows, epilogue=epilogue, cost=self.options.cost)
-        if decision.kernel is not None and x.ty.dtype != "float32":
-            decision = Decision(None, f"input dtype is {x.ty.dtype}; sparse kernels are float32 only")
+        if decision.kernel is not None and (x.ty.dtype != "float32" or decision.kernel.dtype != "float32"):
+            decision = Decision(None, RELAX_FLOAT32_ONLY.format(dtype=x.ty.dtype))
         if decision.kernel is not None and residual is not None:
             decision = dataclasses.replace(decision, kernel=dataclasses.replace(decision.kernel, residual=True))
         self.record(_numpy(matches[pattern.w]), structure, decision)
