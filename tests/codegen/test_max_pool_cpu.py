@@ -31,7 +31,7 @@ def _expected(x: torch.Tensor, spec: PoolSpec) -> torch.Tensor:
 
 def _run(x: torch.Tensor, spec: PoolSpec) -> torch.Tensor:
     n, c = x.shape[:2]
-    y = torch.empty(n, c, spec.out_height, spec.out_width)
+    y = torch.empty(n, c, spec.out_height, spec.out_width, dtype=x.dtype)
     get_kernel(spec)(x.reshape(n * c, spec.height, spec.width), y.view(n * c, spec.out_height, spec.out_width))
     return y
 
@@ -54,6 +54,15 @@ def test_resnet_stem_pool_with_relu():
                          epilogue="relu", target=canonical_target())
     x = torch.randn(2, 64, 112, 112)
     assert torch.equal(_run(x, spec), F.max_pool2d(F.relu(x), 3, 2, 1))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_pool_equals_pytorch_bit_for_bit(dtype):
+    spec = PoolSpec.make(height=28, width=28, kernel=(3, 3), stride=(2, 2), padding=(1, 1),
+                         epilogue="relu", dtype=str(dtype).removeprefix("torch."), target=canonical_target())
+    x = torch.randn(2, 8, 28, 28).to(dtype)
+    y = _run(x, spec)
+    assert y.dtype == dtype and torch.equal(y, F.max_pool2d(F.relu(x), 3, 2, 1))
 
 
 def test_padding_over_half_the_window_is_refused():

@@ -1,4 +1,4 @@
-"""2-D max pooling for CPUs (LLVM), NCHW float32, with an optional ReLU after it.
+"""2-D max pooling for CPUs (LLVM), NCHW, float32 or half precision, with an optional ReLU after it.
 
 Pooling is not sparse, but it sits between the sparse convs of every ResNet:
 PyTorch's NCHW ``max_pool2d`` runs its window loops in scalar code, 6.6 ms for
@@ -12,12 +12,15 @@ columns from that row (strided reads that LLVM vectorises with shuffles).
 Planes (image x channel) are the parallel tasks, so one kernel serves any batch
 and channel count at a given height and width. Maxima propagate NaN as PyTorch's
 do; a ReLU after the pool (``relu(max) == max(relu)``) runs in its store.
+Half-precision planes are widened to float32 as they are read and narrowed as
+they are stored, which is exact: a maximum is one of its inputs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+from sparsepass.codegen.io_dtype import check_io_dtype, narrow, widen
 from sparsepass.codegen.spec import SpecMixin
 from sparsepass.codegen.tvm_api import T
 
@@ -46,9 +49,11 @@ class PoolSpec(SpecMixin):
     target: str
     ceil_mode: bool = False
     epilogue: str = "none"  # "none" or "relu"
+    dtype: str = "float32"  # of the input and output (io_dtype.IO_DTYPES)
     op: str = "max_pool"
 
     def __post_init__(self):
+        check_io_dtype(self.dtype)
         if self.epilogue not in ("none", "relu"):
             raise ValueError(f"max pool epilogue must be 'none' or 'relu', got {self.epilogue!r}")
         if any(2 * p > k for p, k in zip(self.padding, self.kernel)):
@@ -82,17 +87,18 @@ def generate(spec: PoolSpec):
     # The folded row holds padded columns 0 .. (out_w - 1) * sw + kw - 1, rounded up to vectors.
     row_len = -(-max((out_w - 1) * sw + kw, width + pw) // LANES) * LANES
     relu = spec.epilogue == "relu"
+    dt = spec.dtype
 
     def store(value):
-        return _nan_max(value, T.float32(0)) if relu else value
+        return narrow(_nan_max(value, T.float32(0)) if relu else value, dt)
 
     @T.prim_func
     def kernel(x: T.handle, y: T.handle):
         T.func_attr({"global_symbol": ENTRY, "tirx.noalias": True, "tirx.is_scheduled": True,
                      "sparsepass.kernel": "max_pool"})
         PLANES = T.int64()
-        X = T.match_buffer(x, (PLANES, height, width), "float32", align=4, offset_factor=1)
-        Y = T.match_buffer(y, (PLANES, out_h, out_w), "float32", align=4, offset_factor=1)
+        X = T.match_buffer(x, (PLANES, height, width), dt, align=4, offset_factor=1)
+        Y = T.match_buffer(y, (PLANES, out_h, out_w), dt, align=4, offset_factor=1)
         for plane in T.parallel(PLANES):
             # One buffer per task: allocated inside the row loop it would be a workspace
             # allocation per row (0.36 ms of 0.5 at ResNet-18's stem).
@@ -104,7 +110,7 @@ def generate(spec: PoolSpec):
                     r = oh * sh - ph + k
                     if r >= 0 and r < height:
                         for w in T.vectorized(width):
-                            row[w + pw] = _nan_max(X[plane, r, w], row[w + pw])
+                            row[w + pw] = _nan_max(widen(X[plane, r, w], dt), row[w + pw])
                 for ow in range(out_w):  # LLVM's loop vectoriser handles the stride
                     Y[plane, oh, ow] = store(_window_max(lambda i: row[i], ow * sw, kw))
 

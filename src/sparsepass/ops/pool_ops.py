@@ -19,15 +19,15 @@ def _max_pool2d_fake(x, spec, layer):
 
 @kernel_op("max_pool2d", _max_pool2d_fake)
 def max_pool2d(x: torch.Tensor, spec: str, layer: str) -> torch.Tensor:
-    """Max pooling of an [N, C, H, W] float32 CPU tensor (+ ReLU per the spec)."""
+    """Max pooling of an [N, C, H, W] CPU tensor in the spec's dtype (+ ReLU per the spec)."""
     s = pool_spec(spec)
-    if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 4 \
+    if str(x.dtype) != "torch." + s.dtype or x.device.type != "cpu" or x.dim() != 4 \
             or tuple(x.shape[2:]) != (s.height, s.width):
         raise SparsifyError(layer, f"input {x.dtype} {tuple(x.shape)} on {x.device} does not match the "
-                                   f"kernel's float32 [N, C, {s.height}, {s.width}] on cpu (the kernel "
-                                   "is specialised to the shape seen when sparsifying)")
+                                   f"kernel's {s.dtype} [N, C, {s.height}, {s.width}] on cpu (the kernel "
+                                   "is specialised to the shape and dtype seen when sparsifying)")
     n, c = x.shape[:2]
-    out = torch.empty(n, c, s.out_height, s.out_width)
+    out = torch.empty(n, c, s.out_height, s.out_width, dtype=x.dtype)
     if n * c:
         runtime.set_num_threads(torch.get_num_threads())
         get_kernel(s)(x.contiguous().view(n * c, s.height, s.width),

@@ -73,6 +73,7 @@ def test_half_precision_pattern_pruned_resnet18_equals_dense(dtype):
     fast = passes.sparsify_graph(fold_batchnorm(fx.symbolic_trace(model)), example_inputs=(x,), options=ALWAYS)
     pattern_layers = [layer for layer in fast.sparsepass_report if layer.kernel.startswith("pattern conv")]
     assert len(pattern_layers) == 16
+    assert [op.kernel for op in fast.sparsepass_report.other_ops] == ["max pool 3x3/2 +relu"]
     assert_equivalent(model, fast, [x])
 
 

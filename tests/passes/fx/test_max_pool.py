@@ -55,12 +55,13 @@ class WithIndices(nn.Module):
         return values + indices
 
 
-@pytest.mark.parametrize("model, why", [
-    (WithIndices(), "returns indices"),
-    (Functional(dilation=2), "dilation"),
+@pytest.mark.parametrize("model, why, dtype", [
+    (WithIndices(), "returns indices", torch.float32),
+    (Functional(dilation=2), "dilation", torch.float32),
+    (Functional(), "torch.float64", torch.float64),
 ])
-def test_pools_the_kernel_does_not_cover_stay_in_pytorch_with_the_reason(model, why):
-    model, x = model.eval(), torch.randn(1, 4, 12, 12)
+def test_pools_the_kernel_does_not_cover_stay_in_pytorch_with_the_reason(model, why, dtype):
+    model, x = model.eval(), torch.randn(1, 4, 12, 12, dtype=dtype)
     fast = passes.sparsify_graph(fx.symbolic_trace(model), example_inputs=(x,))
     [op] = fast.sparsepass_report.other_ops
     assert op.kernel == "dense" and why in op.reason

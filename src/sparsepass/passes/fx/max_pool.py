@@ -5,7 +5,7 @@ quarter of a sparsified ResNet-18's time, codegen.max_pool_cpu) that leaving it
 would hide much of what the sparse convs around it gain. ``nn.MaxPool2d``,
 ``F.max_pool2d`` and aten ``max_pool2d`` are matched; a ReLU whose only user is
 the pool runs in the kernel's store (``max(relu(x)) == relu(max(x))``). Pools
-that return indices, dilate, are not float32 NCHW, or whose input size is
+that return indices, dilate, are not NCHW (float32 or half), or whose input size is
 unknown stay in PyTorch, with the reason in the report.
 """
 
@@ -18,6 +18,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from sparsepass.codegen.io_dtype import IO_DTYPES
 from sparsepass.codegen.max_pool_cpu import PoolSpec
 from sparsepass.ops import pool_ops  # noqa: F401  (registers the op)
 from sparsepass.passes.fx.activations import activation_name
@@ -80,8 +81,8 @@ def _why_not(site: PoolSite) -> str | None:
         return "input size unknown (pass example_inputs): the kernel is specialised to it"
     if len(shape) != 4:
         return f"input of shape {shape} is not [N, C, H, W]: stays in PyTorch"
-    if node_dtype(site.x) != torch.float32:
-        return f"input is {node_dtype(site.x)}; the kernel is float32 only"
+    if str(node_dtype(site.x)).removeprefix("torch.") not in IO_DTYPES:
+        return f"input is {node_dtype(site.x)}; the kernel takes float32, bfloat16 or float16"
     if any(2 * p > k for p, k in zip(site.padding, site.kernel)):
         return f"padding {site.padding} exceeds half the window {site.kernel}"
     return None
@@ -102,7 +103,7 @@ def rewrite_max_pool(gm: fx.GraphModule, site: PoolSite, target: dict) -> LayerR
     height, width = node_shape(site.x)[2:]
     spec = PoolSpec.make(height=height, width=width, kernel=site.kernel, stride=site.stride,
                          padding=site.padding, ceil_mode=site.ceil_mode, epilogue=epilogue,
-                         target=target)
+                         dtype=str(node_dtype(site.x)).removeprefix("torch."), target=target)
     label = f"max pool {site.kernel[0]}x{site.kernel[1]}/{site.stride[0]}" + \
         (" +relu" if epilogue == "relu" else "")
     report = LayerReport(site.name, "max_pool2d", site.kernel, "-", None, label, REASON)
