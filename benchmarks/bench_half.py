@@ -9,6 +9,8 @@ turns (interleaved medians), all in this one run:
 - torch fp32: PyTorch's dense float32 layers, for scale;
 - sparse half: ``sparsify_graph`` on the half model, with its planner's choices (a layer it
   expects to lose stays dense: the kernels column says so);
+- measured: the same with ``SparsifyOptions(measure=True)``: each layer the planner would
+  rewrite is timed against PyTorch first and kept dense unless it wins here;
 - sparse fp32: the same pruned model in float32, so ``half/fp32`` is what reading and writing
   half-precision activations costs the kernels (they compute in float32).
 
@@ -32,9 +34,10 @@ from sparsepass.testing.timing import interleaved_median_ms
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def sparsified(model: torch.nn.Module, x: torch.Tensor):
-    fast = passes.sparsify_graph(fx.symbolic_trace(model), example_inputs=(x,))
-    return fast, ", ".join(sorted({layer.kernel for layer in fast.sparsepass_report}))
+def sparsified(model: torch.nn.Module, x: torch.Tensor, measure: bool = False):
+    fast = passes.sparsify_graph(fx.symbolic_trace(model), example_inputs=(x,),
+                                 options=passes.SparsifyOptions(measure=measure))
+    return fast, " / ".join(layer.kernel.replace("bsr ", "") for layer in fast.sparsepass_report)
 
 
 def run(args) -> None:
@@ -42,7 +45,8 @@ def run(args) -> None:
     features = sorted(half_precision_features(canonical_target()))
     print(f"host half-precision units PyTorch uses: {', '.join(features) or 'none'}")
     print(f"{'dtype':9} {'block':>12} {'dens':>5} {'torch half':>10} {'torch fp32':>10} {'sparse half':>11} "
-          f"{'sparse fp32':>11} {'vs half':>8} {'half/fp32':>9}  kernels (half)")
+          f"{'measured':>9} {'sparse fp32':>11} {'vs half':>8} {'measured':>8} {'half/fp32':>9}  "
+          "kernels (planner | measured)")
     x32 = torch.randn(TOKENS, HIDDEN)
     with torch.no_grad():
         for name in args.dtype:
@@ -53,14 +57,16 @@ def run(args) -> None:
                     model32 = pruned("ffn", block, density)
                     model = copy.deepcopy(model32).to(dtype)
                     fast, kernels = sparsified(model, x)
+                    checked, checked_kernels = sparsified(model, x, measure=True)
                     fast32, _ = sparsified(model32, x32)
                     times = interleaved_median_ms([functools.partial(model, x), functools.partial(model32, x32),
-                                                   functools.partial(fast, x), functools.partial(fast32, x32)],
-                                                  args.repeats)
-                    half_ms, fp32_ms, sparse_ms, sparse32_ms = times
+                                                   functools.partial(fast, x), functools.partial(checked, x),
+                                                   functools.partial(fast32, x32)], args.repeats)
+                    half_ms, fp32_ms, sparse_ms, checked_ms, sparse32_ms = times
                     print(f"{name:9} {block_name:>12} {density:>5.2f} {half_ms:>10.3f} {fp32_ms:>10.3f} "
-                          f"{sparse_ms:>11.3f} {sparse32_ms:>11.3f} {half_ms / sparse_ms:>7.2f}x "
-                          f"{sparse_ms / sparse32_ms:>8.2f}x  {kernels}", flush=True)
+                          f"{sparse_ms:>11.3f} {checked_ms:>9.3f} {sparse32_ms:>11.3f} {half_ms / sparse_ms:>7.2f}x "
+                          f"{half_ms / checked_ms:>7.2f}x {sparse_ms / sparse32_ms:>8.2f}x  "
+                          f"{kernels} | {checked_kernels}", flush=True)
 
 
 def main() -> None:

@@ -17,6 +17,9 @@ import numpy as np
 #: in units of one block's multiply-adds. Used only to balance parts.
 ROW_OVERHEAD_BLOCKS = 2.0
 
+#: The arrays a BSR kernel takes, in its argument order.
+BSR_FIELDS = ("data", "indices", "indptr", "parts", "bias")
+
 
 
 @dataclasses.dataclass(frozen=True)

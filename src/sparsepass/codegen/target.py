@@ -82,6 +82,11 @@ def vector_registers(target: dict) -> tuple[int, int]:
     return _vector_registers(target_key(target))
 
 
+def is_host(target: dict) -> bool:
+    """Whether a canonical target is this machine's CPU (what can be timed here)."""
+    return target_key(target) == target_key(host_target())
+
+
 def is_cuda(target: dict) -> bool:
     return target.get("kind") == "cuda"
 
@@ -106,7 +111,7 @@ def half_precision_features(target: dict) -> frozenset[str]:
     time; for another CPU, those LLVM knows its ``mcpu`` by."""
     if is_cuda(target):
         return frozenset()
-    if target_key(target) == target_key(host_target()):
+    if is_host(target):
         return _host_half_precision_features()
     has = tvm.target.codegen.target_has_features
     return frozenset(f for f in HALF_PRECISION_FEATURES if has(f, tvm_target(target)))

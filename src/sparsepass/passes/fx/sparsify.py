@@ -18,11 +18,13 @@ import math
 import operator
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.fx as fx
+import torch.nn.functional as F
 from torch.fx.passes.shape_prop import ShapeProp
 
-from sparsepass.codegen.bsr_format import to_bsr
+from sparsepass.codegen.bsr_format import BSR_FIELDS, to_bsr
 from sparsepass.codegen.target import canonical_target
 from sparsepass.errors import SparsifyError
 from sparsepass.ops import torch_ops  # noqa: F401  (registers torch.ops.sparsepass)
@@ -30,8 +32,9 @@ from sparsepass.passes.analysis import Structure, as_array, detect
 from sparsepass.passes.fx.compact_channels import compact_channels
 from sparsepass.passes.fx.conv_match import fusable_tail, match_conv
 from sparsepass.passes.fx.gelu_tanh import recognise_tanh_gelu
-from sparsepass.passes.fx.match import LinearSite, match_linear
+from sparsepass.passes.fx.match import LinearSite, match_linear, node_shape
 from sparsepass.passes.fx.max_pool import match_max_pool, rewrite_max_pool
+from sparsepass.passes.fx.measure import confirm, random_like, unmeasurable_reason
 from sparsepass.passes.fx.preflight import check_eval_mode, is_aten_graph, remove_identity_dropout
 from sparsepass.passes.fx.silu_formula import recognise_silu
 from sparsepass.passes.fx.sparsify_conv import rewrite_conv
@@ -54,6 +57,9 @@ class SparsifyOptions:
     compact : first remove dead channels physically (compact_channels; needs example inputs)
     pooling : run 2-D max pooling (and a ReLU before it) on sparsepass's kernel on CPUs,
         where PyTorch's NCHW max_pool2d is slow (passes.fx.max_pool)
+    measure : time each layer the planner would rewrite against PyTorch's dense op on this
+        machine (at the shapes example_inputs give) and keep it dense unless its kernel wins by
+        ``cost.min_speedup`` (passes.fx.measure): for CPUs the cost model was not fitted on
     """
 
     tokens: int = DEFAULT_TOKENS
@@ -61,6 +67,7 @@ class SparsifyOptions:
     fuse_activations: bool = True
     compact: bool = True
     pooling: bool = True
+    measure: bool = False
 
 
 def _tokens_per_site(gm: fx.GraphModule, example_inputs: Sequence[Any] | None) -> dict[str, int]:
@@ -87,6 +94,7 @@ class _Rewriter:
     def __init__(self, gm: fx.GraphModule, target: dict, tokens: dict[str, int], options):
         self.gm, self.target, self.tokens, self.options = gm, target, tokens, options
         self.structures: dict[str, Structure] = {}
+        self.packed: dict[tuple, dict[str, np.ndarray]] = {}
         self.buffers: dict[tuple, list[str]] = {}
 
     def structure(self, site: LinearSite) -> Structure:
@@ -108,15 +116,34 @@ class _Rewriter:
             return produced, None, "none"
         return fusable_tail(self.gm, produced, allow_residual=True)
 
+    def bsr(self, site: LinearSite, spec) -> dict[str, np.ndarray]:
+        """The layer's weight and bias in the kernel's BSR arrays (packed once per block shape)."""
+        key = (site.weight_attr, id(site.bias), spec.block, spec.parts)
+        if key not in self.packed:
+            bias = None if site.bias is None else site.bias.float().numpy()
+            bsr = to_bsr(as_array(site.weight), spec.block, spec.parts, bias)
+            self.packed[key] = {field: getattr(bsr, field) for field in BSR_FIELDS}
+        return self.packed[key]
+
     def pack(self, site: LinearSite, decision: Decision) -> list[str]:
         spec = decision.kernel
         key = (site.weight_attr, id(site.bias), spec)
         if key not in self.buffers:
-            bias = None if site.bias is None else site.bias.float().numpy()
-            bsr = to_bsr(as_array(site.weight), spec.block, spec.parts, bias)
-            self.buffers[key] = register_arrays(self.gm, site.name, {
-                field: getattr(bsr, field) for field in ("data", "indices", "indptr", "parts", "bias")})
+            self.buffers[key] = register_arrays(self.gm, site.name, self.bsr(site, spec))
         return self.buffers[key]
+
+    def measured(self, site: LinearSite, decision: Decision) -> Decision:
+        """The decision confirmed (or overturned) by timing the kernel against F.linear here."""
+        shape, spec = node_shape(site.x), decision.kernel
+        unmeasurable = unmeasurable_reason(shape, self.target)
+        if unmeasurable:
+            return dataclasses.replace(decision, reason=f"{decision.reason}; not measured: {unmeasurable}")
+        x = random_like(shape, site.weight.dtype)
+        residual = random_like((*shape[:-1], spec.out_features), site.weight.dtype) if spec.residual else None
+        arrays = [torch.from_numpy(array) for array in self.bsr(site, spec).values()]
+        return confirm(decision, lambda: F.linear(x, site.weight, site.bias), residual,
+                       lambda: torch.ops.sparsepass.bsr_linear(x, *arrays, residual, spec.to_json(), site.name),
+                       self.options.cost.min_speedup)
 
     def rewrite(self, site: LinearSite) -> LayerReport:
         if site.why_dense:
@@ -126,6 +153,8 @@ class _Rewriter:
         decision = self.decide(site, structure, epilogue)
         if decision.kernel is not None and residual is not None:
             decision = dataclasses.replace(decision, kernel=dataclasses.replace(decision.kernel, residual=True))
+        if decision.kernel is not None and self.options.measure:
+            decision = self.measured(site, decision)
         report = LayerReport(
             site.name, site.rule, structure.shape, structure.summary(), structure.density,
             "dense" if decision.kernel is None else _kernel_label(decision.kernel),
@@ -251,7 +280,8 @@ def sparsify_graph(
             continue
         conv = match_conv(out, node)
         if conv is not None:
-            layers.append(rewrite_conv(out, conv, rewriter.target, options.fuse_activations, options.cost))
+            layers.append(rewrite_conv(out, conv, rewriter.target, options.fuse_activations, options.cost,
+                                       options.measure))
             continue
         pool = match_max_pool(out, node) if options.pooling else None
         if pool is not None:

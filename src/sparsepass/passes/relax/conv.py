@@ -23,7 +23,7 @@ import torch
 from tvm import ir, relax
 from tvm.relax.dpl import is_const, is_op, is_tuple_get_item, rewrite_call, wildcard
 
-from sparsepass.codegen.bsr_format import to_bsr
+from sparsepass.codegen.bsr_format import BSR_FIELDS, to_bsr
 from sparsepass.codegen.build import primfunc
 from sparsepass.codegen.pattern_conv_cpu import ConvSpec
 from sparsepass.codegen.pattern_format import FIELDS as PACKED_FIELDS
@@ -219,7 +219,7 @@ class _SparsifyConv:
             return relax.call_tir(self.kernel(spec), [x, *arrays, extra],
                                   out_ty=relax.TensorType(out_shape, "float32"))
         packed = to_bsr(site.weight[:, :, 0, 0], spec.block, spec.parts, bias_vector)
-        arrays = [relax.const(getattr(packed, f)) for f in ("data", "indices", "indptr", "parts", "bias")]
+        arrays = [relax.const(getattr(packed, f)) for f in BSR_FIELDS]
         n, c, h, w = (int(d) for d in matches[self.pattern.x].ty.shape.values)
         sh, sw = (int(v) for v in _conv_attrs(conv)["strides"])
         if (sh, sw) != (1, 1):  # a strided 1x1 conv reads every stride-th position

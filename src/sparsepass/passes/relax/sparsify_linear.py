@@ -23,7 +23,7 @@ from tvm import ir, relax, tirx
 from tvm.relax.dpl import is_const, is_op, wildcard
 from tvm_ffi import structural_equal
 
-from sparsepass.codegen.bsr_format import to_bsr
+from sparsepass.codegen.bsr_format import BSR_FIELDS, to_bsr
 from sparsepass.codegen.build import primfunc
 from sparsepass.codegen.target import canonical_target
 from sparsepass.passes.analysis import detect
@@ -203,7 +203,7 @@ class _Rewriter:
         for d in shape[:-1]:
             rows = rows * d
         x2d = x if len(shape) == 2 else relax.op.reshape(x, [rows, shape[-1]])
-        consts = [relax.const(getattr(bsr, f)) for f in ("data", "indices", "indptr", "parts", "bias")]
+        consts = [relax.const(getattr(bsr, f)) for f in BSR_FIELDS]
         if residual is None:
             consts.append(relax.const(np.zeros(1, np.float32)))  # no residual
         else:
