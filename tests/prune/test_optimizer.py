@@ -120,3 +120,23 @@ def test_auto_structure_asks_the_planner():
     assert opt.structures["0"] in (prune.Blocks(32, 1), prune.Blocks(16, 1))
     assert opt.structures["1"] == prune.Blocks(1, 9)  # whole 3x3 kernels: connectivity
     assert "blocks: estimated" in prune.explain_choice((3072, 768), 0.1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@torch.enable_grad()
+def test_half_precision_training_reaches_the_density_with_finite_weights(dtype):
+    """Group norms are taken in float32: in float16 the reweighting 1 / ||W_g|| of a zeroed group
+    overflowed to inf, then every weight became NaN (and the layers dense)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64)).to(dtype)
+    optimizer = prune.SparseOptimizer(torch.optim.SGD(model.parameters(), lr=0.01), model,
+                                      structure=prune.Blocks(32, 1), density=0.25,
+                                      schedule=prune.CubicSchedule(steps=10))
+    for _ in range(12):
+        loss = model(torch.randn(8, 64, dtype=dtype)).float().pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    for layer in (model[0], model[2]):
+        assert torch.isfinite(layer.weight).all()
+        assert float((layer.weight != 0).float().mean()) == 0.25

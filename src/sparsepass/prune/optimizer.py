@@ -46,8 +46,11 @@ def group_soft_threshold(v: torch.Tensor, structure: Structure, lam: float,
     """The proximal operator of ``lam * sum_g a_g ||x_g||`` at ``v`` (a_g = ``weights`` or 1)."""
     norms = group_norms(v, structure)
     a = torch.ones_like(norms) if weights is None else weights
-    scale = torch.clamp(1.0 - lam * a / norms.clamp_min(torch.finfo(v.dtype).tiny), min=0.0)
-    return v * expand(scale, v, structure)
+    # Groups whose score ||x_g|| / a_g is at or under the threshold are zeroed by comparing
+    # scores, as lam was chosen: the threshold group's own 1 - lam * a / ||x_g|| can round to a
+    # tiny positive scale, which bfloat16 weights keep.
+    scale = torch.where(norms / a > lam, 1.0 - lam * a / norms.clamp_min(torch.finfo(norms.dtype).tiny), 0.0)
+    return (v * expand(scale, v, structure)).to(v.dtype)
 
 
 def _threshold_for_density(norms: torch.Tensor, a: torch.Tensor, density: float) -> float:

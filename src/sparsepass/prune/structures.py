@@ -66,8 +66,13 @@ def _block_grid(matrix: torch.Tensor, r: int, c: int) -> torch.Tensor:
 
 
 def group_norms(weight: torch.Tensor, structure: Structure) -> torch.Tensor:
-    """L2 norm of every group (a 2-D grid for blocks, one per row for filters, per weight otherwise)."""
+    """L2 norm of every group (a 2-D grid for blocks, one per row for filters, per weight otherwise).
+
+    Half-precision weights are measured in float32: squares of float16 weights underflow, and
+    the reweighting of SparseOptimizer (1 / norm) overflowed float16 to inf, then NaN."""
     matrix = as_matrix(weight)
+    if matrix.dtype in (torch.float16, torch.bfloat16):
+        matrix = matrix.float()
     if isinstance(structure, Blocks):
         return _block_grid(matrix, structure.rows, structure.cols).pow(2).sum(dim=(1, 3)).sqrt()
     if isinstance(structure, Filters):
