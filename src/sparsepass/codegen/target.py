@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import platform
+from pathlib import Path
 from typing import Any
 
 from sparsepass.codegen.tvm_api import tvm
@@ -91,19 +92,25 @@ def is_cuda(target: dict) -> bool:
     return target.get("kind") == "cuda"
 
 
-#: CPU features that speed up PyTorch's (oneDNN's) dense half-precision matmuls and convs.
-HALF_PRECISION_FEATURES = ("amx-bf16", "amx-fp16", "avx512bf16")
+#: CPU features that speed up PyTorch's (oneDNN's) dense half-precision matmuls and convs, and
+#: the names Linux's /proc/cpuinfo gives them.
+HALF_PRECISION_FEATURES = {"amx-bf16": "amx_bf16", "amx-fp16": "amx_fp16", "avx512bf16": "avx512_bf16",
+                           "avx512fp16": "avx512_fp16"}
 
 
 @functools.cache
 def _host_half_precision_features() -> frozenset[str]:
-    # What PyTorch detects at run time, which decides oneDNN's kernels. LLVM's name for the host
-    # can be an older model than the host is under a VM ("rocketlake" on a host with AMX here).
-    import torch
+    # The host's own flags, on which oneDNN dispatches. LLVM's name for the host can be an older
+    # model than the host is under a VM ("rocketlake" for a host with AMX here).
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:  # not Linux: PyTorch's probes (they cover all but AVX-512 FP16)
+        import torch
 
-    probes = {"amx-bf16": "_is_amx_tile_supported", "amx-fp16": "_is_amx_fp16_supported",
-              "avx512bf16": "_is_avx512_bf16_supported"}
-    return frozenset(f for f, probe in probes.items() if getattr(torch.cpu, probe, lambda: False)())
+        probes = {"amx-bf16": "_is_amx_tile_supported", "amx-fp16": "_is_amx_fp16_supported",
+                  "avx512bf16": "_is_avx512_bf16_supported"}
+        return frozenset(f for f, probe in probes.items() if getattr(torch.cpu, probe, lambda: False)())
+    return frozenset(f for f, flag in HALF_PRECISION_FEATURES.items() if flag in flags)
 
 
 def half_precision_features(target: dict) -> frozenset[str]:

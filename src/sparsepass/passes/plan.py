@@ -32,13 +32,15 @@ class CostModel:
     tokens : "tokens" layout (broadcast weight, vector of tokens), by block height 1/2/4/8+
     dense : PyTorch's dense float32 linear
     dense_half : (dtype, CPU feature, speed): how much faster PyTorch's dense layer runs in a
-        half-precision dtype than in float32 when the CPU has that feature (the first listed
-        feature it has decides; none: 1). Our kernels compute in float32 whatever the dtype, so
-        this is what a half-precision layer's sparse kernel has to beat. amx-bf16 and float16
-        without AMX were measured on a Sapphire Rapids-class VM, one thread: bfloat16 4.6x float32
-        for the BERT FFN (3.1x for a 3x3 conv at 64ch 56x56, 1.1x for a 1x1 conv), float16 1.1x.
-        avx512bf16 alone (Zen 4/5) is not measured: 2x, the rate its dot-product instruction
-        doubles; amx-fp16 is assumed as fast as amx-bf16
+        half-precision dtype than in float32 when the CPU has that feature; the first entry whose
+        feature the CPU has (or whose feature is "") decides. Our kernels compute in float32
+        whatever the dtype, so this is what a half-precision layer's sparse kernel has to beat.
+        Measured on a Sapphire Rapids-class VM, one thread, BERT FFN and three ResNet convs,
+        the feature sets below made by capping oneDNN (ONEDNN_MAX_CPU_ISA); each entry is the
+        fastest of the four (the planner then errs towards dense): bfloat16 with AMX 4.6x float32
+        (convs 1.1-3.8x), with AVX-512 BF16 only 0.7x (convs 0.5-1.3x: 1.0 taken), with neither
+        0.26x (convs 0.25-0.45x); float16 with AVX-512 FP16 1.1x (convs 0.5-1.0x), without it
+        0.13x (convs 0.02-0.04x: PyTorch converts). AMX-FP16 is assumed as fast as AMX-BF16
     call_overhead : fixed cost of one kernel call, in multiply-adds at peak
     min_speedup : a sparse kernel must beat dense by this factor to be chosen
     """
@@ -48,7 +50,8 @@ class CostModel:
     tokens: tuple[float, ...] = (0.45, 0.7, 0.85, 0.85)
     dense: float = 0.8
     dense_half: tuple[tuple[str, str, float], ...] = (
-        ("bfloat16", "amx-bf16", 4.6), ("bfloat16", "avx512bf16", 2.0), ("float16", "amx-fp16", 4.6))
+        ("bfloat16", "amx-bf16", 4.6), ("bfloat16", "avx512bf16", 1.0), ("bfloat16", "", 0.45),
+        ("float16", "amx-fp16", 4.6), ("float16", "avx512fp16", 1.1), ("float16", "", 0.15))
     call_overhead: float = 2.0e5
     min_speedup: float = 1.25
     vector_lanes: int = 16
@@ -66,7 +69,7 @@ class CostModel:
         """How much faster PyTorch runs a dense layer in ``dtype`` than in float32 on ``target``."""
         if dtype == "float32":
             return 1.0
-        features = half_precision_features(target)
+        features = half_precision_features(target) | {""}
         return next((speed for name, feature, speed in self.dense_half
                      if name == dtype and feature in features), 1.0)
 
