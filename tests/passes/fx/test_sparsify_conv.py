@@ -85,6 +85,24 @@ def test_conv_bn_relu_residual_block_is_one_kernel():
     assert_equivalent(model, fast, [x])
 
 
+def test_sparsify_graph_folds_batchnorm_itself_unless_told_not_to():
+    model = ConvBlock(pattern_conv(), bn=True, relu=True, residual=True).eval()
+    with torch.no_grad():
+        model.bn.running_mean.normal_()
+        model.bn.running_var.uniform_(0.5, 2)
+    x = torch.randn(1, 16, 10, 10)
+    fast = passes.sparsify_graph(fx.symbolic_trace(model), example_inputs=(x,))
+    assert fast.sparsepass_report["conv"].kernel == "pattern conv +residual +relu"
+    assert "1 BatchNorm(s) folded into the conv before them" in fast.sparsepass_report.notes
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    assert_equivalent(model, fast, [x])
+    unfolded = passes.sparsify_graph(fx.symbolic_trace(model), example_inputs=(x,),
+                                     options=passes.SparsifyOptions(fold_batchnorm=False))
+    assert unfolded.sparsepass_report["conv"].kernel == "pattern conv"
+    assert any(isinstance(m, nn.BatchNorm2d) for m in unfolded.modules())
+    assert_equivalent(model, unfolded, [x])
+
+
 @pytest.mark.parametrize("kernel_size, activation, label", [
     (1, "relu6", "bsr 4x1 channels +residual +relu6"),
     (1, "silu", "bsr 4x1 channels +residual +silu"),

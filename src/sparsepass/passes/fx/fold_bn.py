@@ -81,6 +81,13 @@ def _fold_aten(gm: fx.GraphModule) -> int:
     return folded
 
 
+def has_batchnorm(gm: fx.GraphModule) -> bool:
+    """Whether ``gm`` calls a BatchNorm2d module or aten's inference batch norm (before copying a
+    whole model to fold nothing)."""
+    return any((node.op == "call_module" and isinstance(gm.get_submodule(node.target), torch.nn.BatchNorm2d))
+               or node.target is _BN_NO_TRAINING for node in gm.graph.nodes)
+
+
 def fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule:
     """A copy of ``gm`` with every foldable conv -> BatchNorm pair folded; ``gm.sparsepass_folded``
     counts them."""

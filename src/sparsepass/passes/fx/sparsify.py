@@ -31,6 +31,7 @@ from sparsepass.ops import torch_ops  # noqa: F401  (registers torch.ops.sparsep
 from sparsepass.passes.analysis import Structure, as_array, detect
 from sparsepass.passes.fx.compact_channels import compact_channels
 from sparsepass.passes.fx.conv_match import fusable_tail, match_conv
+from sparsepass.passes.fx.fold_bn import fold_batchnorm, has_batchnorm
 from sparsepass.passes.fx.gelu_tanh import recognise_tanh_gelu
 from sparsepass.passes.fx.match import LinearSite, match_linear, node_shape
 from sparsepass.passes.fx.max_pool import match_max_pool, rewrite_max_pool
@@ -57,6 +58,8 @@ class SparsifyOptions:
     compact : first remove dead channels physically (compact_channels; needs example inputs)
     pooling : run 2-D max pooling (and a ReLU before it) on sparsepass's kernel on CPUs,
         where PyTorch's NCHW max_pool2d is slow (passes.fx.max_pool)
+    fold_batchnorm : first fold each eval-mode BatchNorm into the conv before it (fold_bn, as
+        the Relax pipeline does), so that the conv's kernel also takes the ReLU and residual after it
     measure : time each layer the planner would rewrite against PyTorch's dense op on this
         machine (at the shapes example_inputs give) and keep it dense unless its kernel wins by
         ``cost.min_speedup`` (passes.fx.measure): for CPUs the cost model was not fitted on
@@ -67,6 +70,7 @@ class SparsifyOptions:
     fuse_activations: bool = True
     compact: bool = True
     pooling: bool = True
+    fold_batchnorm: bool = True
     measure: bool = False
 
 
@@ -250,15 +254,19 @@ def sparsify_graph(
                             "use sparsepass.frontends.trace(model, example_inputs) first")
     check_eval_mode(gm)
     compacted, notes = (), ()
+    if options.fold_batchnorm and has_batchnorm(gm):
+        gm = fold_batchnorm(gm)
+        if gm.sparsepass_folded:
+            notes = (f"{gm.sparsepass_folded} BatchNorm(s) folded into the conv before them",)
     if options.compact and example_inputs is not None and not is_aten_graph(gm):
         gm = compact_channels(gm, example_inputs, target)
         layers_compacted, kept = gm.sparsepass_compaction
         compacted = tuple((c.name, c.before, c.after) for c in layers_compacted)
-        notes = kept
+        notes = (*notes, *kept)
     elif options.compact and example_inputs is None:
-        notes = ("channel compaction skipped: it needs example_inputs",)
+        notes = (*notes, "channel compaction skipped: it needs example_inputs")
     elif options.compact:
-        notes = ("channel compaction skipped: it works on module-level graphs (this one is aten-level)",)
+        notes = (*notes, "channel compaction skipped: it works on module-level graphs (this one is aten-level)")
     out = copy.deepcopy(gm)
     remove_identity_dropout(out)
     gelus = recognise_tanh_gelu(out)
