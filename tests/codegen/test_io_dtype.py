@@ -120,3 +120,30 @@ def test_unknown_activation_dtype_is_refused():
     with pytest.raises(ValueError, match="float64"):
         KernelSpec.make(out_features=32, in_features=16, block=(32, 1), layout="rows", tile=8,
                         dtype="float64", target=canonical_target())
+
+
+@pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("size, stride, channels", [((13, 17), 1, (20, 17)), ((9, 9), 1, (8, 6)),
+                                                     ((12, 25), 1, (6, 5)), ((16, 4), 2, (4, 10))])
+def test_pattern_conv_writes_its_output_and_nothing_else(dtype, size, stride, channels):
+    """Rows that end one lane into a vector (widths 9, 17, 25) and several rows to a vector:
+    LLVM 22 once stored such a bfloat16 tail as 32 bits, over the next filter's first output
+    and past the end of the output."""
+    (height, width), (c_in, c_out) = size, channels
+    generator = torch.Generator().manual_seed(width)
+    mask = torch.from_numpy(sps.pattern_mask(c_out, c_in, 4, 4, 0.5, width))
+    weight = (torch.randn(c_out, c_in, 3, 3, generator=generator) * mask).to(dtype)
+    bias, x = half_values(c_out, dtype, generator), half_values((2, c_in, height, width), dtype, generator)
+    spec = ConvSpec.make(in_channels=c_in, out_channels=c_out, height=height, width=width, stride=stride,
+                         padding=1, taps=max_taps(weight.float().numpy()), epilogue="relu",
+                         dtype=str(dtype).removeprefix("torch."), target=canonical_target())
+    packed = pack(spec, weight.float().numpy(), bias.float().numpy())
+    shape = (2, c_out, spec.out_height, spec.out_width)
+    size_out, guard = 2 * c_out * spec.out_height * spec.out_width, 64
+    storage = torch.full((size_out + 2 * guard,), 7.0, dtype=dtype)
+    y = storage[guard:guard + size_out].view(shape)
+    get_kernel(spec)(x, *[torch.from_numpy(getattr(packed, f)) for f in FIELDS], no_residual("cpu"), y)
+    assert (storage[:guard] == 7).all() and (storage[guard + size_out:] == 7).all()
+    exact = F.relu(F.conv2d(x.double(), weight.double(), bias.double(), stride=stride, padding=1))
+    magnitude = F.conv2d(x.double().abs(), weight.double().abs(), bias.double().abs(), stride=stride, padding=1)
+    assert_rounded_once(y, exact, gamma(c_in * 9 + 2) * magnitude)

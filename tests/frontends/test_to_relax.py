@@ -30,6 +30,12 @@ def test_export_failure_names_the_model():
         to_relax(ValueBranch().eval(), (torch.randn(3),))
 
 
+def test_a_half_precision_model_the_importer_fails_on_points_to_the_fx_path():
+    model = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 4)).eval().bfloat16()
+    with pytest.raises(SparsifyError, match=r"Sequential.*importer failed.*torch\.bfloat16 weights.*torch\.fx"):
+        to_relax(model, (torch.randn(2, 8, dtype=torch.bfloat16),))
+
+
 class PositionTable(nn.Module):
     """A Hugging Face encoder's position embeddings: a table sliced to the input's length."""
 

@@ -262,19 +262,26 @@ def generate(spec: ConvSpec):
 
     @T.macro
     def store_rows(acc, R, Y, n, o, r0, c0, rows):
+        # Whole vectors stored as vectors, a row's ragged end by a loop of its length. Not a
+        # per-lane guard: LLVM 22 stores a one-lane masked vector of 16-bit values (bfloat16) as
+        # 32 bits, over the next output (a width of 17 clobbered the next filter's first value).
         for i in T.unroll(rows):
-            for v in T.vectorized(tw):
-                if c0 + v < ow:
+            if c0 + tw <= ow:
+                for v in T.vectorized(tw):
+                    Y[n, o, r0 + i, c0 + v] = epilogue(acc[i, v], R, n, o, r0 + i, c0 + v)
+            else:
+                for v in range(ow - c0):
                     Y[n, o, r0 + i, c0 + v] = epilogue(acc[i, v], R, n, o, r0 + i, c0 + v)
 
     @T.macro
     def store_packed(acc, R, Y, n, o, r0, c0, rows):
-        # k output rows to a vector: lane v is row v // ow, column v % ow.
+        # k output rows to a vector: lanes m * ow .. m * ow + ow - 1 are row (r0 + i) * k + m
+        # (guarded per row, not per lane: see store_rows).
         for i in T.unroll(rows):
-            for v in range(k * ow):
-                if (r0 + i) * k + v // ow < oh:
-                    Y[n, o, (r0 + i) * k + v // ow, v % ow] = epilogue(
-                        acc[i, v], R, n, o, (r0 + i) * k + v // ow, v % ow)
+            for m in range(k):
+                if (r0 + i) * k + m < oh:
+                    for c in range(ow):
+                        Y[n, o, (r0 + i) * k + m, c] = epilogue(acc[i, m * ow + c], R, n, o, (r0 + i) * k + m, c)
 
     store = store_rows if k == 1 else store_packed
 

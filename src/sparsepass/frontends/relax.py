@@ -46,8 +46,13 @@ def to_relax(model: torch.nn.Module, example_inputs: Sequence[Any], *, dynamic_s
         mod = from_exported_program(program, keep_params_as_input=False)
     except Exception as err:
         first = str(err).splitlines()[0] if str(err) else ""
+        half = sorted({str(t.dtype) for t in model.state_dict().values()
+                       if t.dtype in (torch.float16, torch.bfloat16)})
+        hint = (f" (the model holds {', '.join(half)} weights, which TVM 0.27's importer mixes with "
+                "float32; sparsify half-precision models through the torch.fx path, "
+                "passes.sparsify_graph)") if half else ""
         raise SparsifyError(f"<root> ({name})", f"TVM's torch importer failed: {type(err).__name__}: "
-                            f"{first}") from err
+                            f"{first}{hint}") from err
     mod = mod if dynamic_shapes is None else mark_inbound_slices(mod)
     return with_names(mod, _weight_names(model))
 

@@ -121,10 +121,11 @@ def _is_half(value) -> bool:
     return isinstance(value, torch.Tensor) and value.dtype in HALF_DTYPES
 
 
-def _tolerance(expected: torch.Tensor, exact: torch.Tensor | None, longest: int) -> float:
+def _tolerance(expected: torch.Tensor, exact: torch.Tensor | None, longest: int) -> tuple[float, float]:
+    """(atol, rtol) derived for one output."""
     if expected.dtype in HALF_DTYPES:
         return half_output_tolerance(expected, exact, longest)
-    return output_tolerance(expected, longest)
+    return output_tolerance(expected, longest), 0.0
 
 
 def _compare(path: str, expected, actual, rtol, atol, longest: int, exact=None) -> str | None:
@@ -137,8 +138,9 @@ def _compare(path: str, expected, actual, rtol, atol, longest: int, exact=None) 
         return f"{path}: candidate gives {shape}, reference {tuple(expected.shape)}"
     if not expected.is_floating_point():
         return None if torch.equal(actual, expected) else f"{path}: integer outputs differ"
-    tol = atol if atol is not None else _tolerance(expected, exact, longest)
-    rel = rtol if rtol is not None else 0.0
+    derived_atol, derived_rtol = _tolerance(expected, exact, longest) if atol is None else (atol, 0.0)
+    tol = atol if atol is not None else derived_atol
+    rel = rtol if rtol is not None else derived_rtol
     exp, act = expected.detach().double(), actual.detach().double()
     same_nan = torch.isnan(exp) == torch.isnan(act)
     diff = (act - exp).abs().nan_to_num(nan=0.0, posinf=math.inf)
@@ -151,7 +153,8 @@ def _compare(path: str, expected, actual, rtol, atol, longest: int, exact=None) 
     return (f"{path}: element {index}: candidate {act[index].item():.9g} vs reference "
             f"{exp[index].item():.9g} (|diff| {abs(act[index].item() - exp[index].item()):.3g}, "
             f"tolerance atol={tol:.3g} rtol={rel:.3g}, from the longest reduction K={longest}"
-            + (", and twice the reference's own error vs float64)" if _is_half(expected) and atol is None else ")"))
+            + (", twice the reference's own error vs float64, one unit in the last place)"
+               if _is_half(expected) and atol is None else ")"))
 
 
 class _Recorder(fx.Interpreter):
@@ -213,9 +216,10 @@ def first_divergence(reference, candidate, args: tuple, longest: int) -> Diverge
             exact = exact_values.get(name)
             if not isinstance(exact, torch.Tensor) or exact.shape != expected.shape:
                 continue
-        tol = _tolerance(expected, exact, longest)
-        difference = float((actual.double() - expected.double()).abs().nan_to_num(nan=math.inf).max()) \
-            if expected.numel() else 0.0
+        tol, rel = _tolerance(expected, exact, longest)
+        beyond = ((actual.double() - expected.double()).abs().nan_to_num(nan=math.inf)
+                  - rel * expected.double().abs())
+        difference = float(beyond.max()) if expected.numel() else 0.0
         if difference > tol:
             report = node.meta.get("sparsepass")
             return Divergence(node.name, difference, tol, getattr(report, "name", None))

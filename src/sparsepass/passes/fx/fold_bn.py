@@ -24,7 +24,7 @@ def _attr(gm: fx.GraphModule, node):
         else gm.get_buffer(node.target) if node.target in dict(gm.named_buffers()) else getattr(gm, node.target)
 
 
-def _fold_modules(gm: fx.GraphModule) -> int:
+def _fold_modules(gm: fx.GraphModule, dtypes) -> int:
     folded = 0
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), torch.nn.BatchNorm2d):
@@ -35,7 +35,7 @@ def _fold_modules(gm: fx.GraphModule) -> int:
                 and len(conv_node.users) == 1):
             continue
         bn, conv = gm.get_submodule(node.target), gm.get_submodule(conv_node.target)
-        if bn.training or conv.training or not bn.track_running_stats:
+        if bn.training or conv.training or not bn.track_running_stats or conv.weight.dtype not in dtypes:
             continue
         parent, _, name = conv_node.target.rpartition(".")
         setattr(gm.get_submodule(parent) if parent else gm, name, fuse_conv_bn_eval(conv, bn))
@@ -45,7 +45,7 @@ def _fold_modules(gm: fx.GraphModule) -> int:
     return folded
 
 
-def _fold_aten(gm: fx.GraphModule) -> int:
+def _fold_aten(gm: fx.GraphModule, dtypes) -> int:
     folded = 0
     for node in list(gm.graph.nodes):
         if node.target is not _BN_NO_TRAINING:
@@ -65,6 +65,8 @@ def _fold_aten(gm: fx.GraphModule) -> int:
             continue
         gamma, beta, mean, var = (None if a is None else _attr(gm, a).detach() for a in bn_args)
         weight = _attr(gm, weight_node).detach()
+        if weight.dtype not in dtypes:
+            continue
         bias = None if bias_node is None else _attr(gm, bias_node).detach()
         new_w, new_b = fuse_conv_bn_weights(weight, bias, mean, var, node.args[6], gamma, beta)
         name = f"{weight_node.target.replace('.', '_')}_bn_folded"
@@ -88,11 +90,19 @@ def has_batchnorm(gm: fx.GraphModule) -> bool:
                or node.target is _BN_NO_TRAINING for node in gm.graph.nodes)
 
 
-def fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule:
-    """A copy of ``gm`` with every foldable conv -> BatchNorm pair folded; ``gm.sparsepass_folded``
-    counts them."""
+#: Every floating dtype a conv weight may have.
+ALL_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def fold_batchnorm(gm: fx.GraphModule, dtypes=ALL_DTYPES) -> fx.GraphModule:
+    """A copy of ``gm`` with every foldable conv -> BatchNorm pair folded (those whose conv weight
+    has one of ``dtypes``); ``gm.sparsepass_folded`` counts them.
+
+    Folding rounds the folded weights to the conv's dtype: invisible in float32, but in
+    bfloat16 or float16 a folded conv can be several units in the last place off the conv
+    and BatchNorm it replaces (sparsify_graph folds float32 convs only)."""
     out = copy.deepcopy(gm)
-    folded = _fold_modules(out) + _fold_aten(out)
+    folded = _fold_modules(out, dtypes) + _fold_aten(out, dtypes)
     out.graph.eliminate_dead_code()
     out.delete_all_unused_submodules()
     out.recompile()

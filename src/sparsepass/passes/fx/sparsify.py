@@ -58,8 +58,9 @@ class SparsifyOptions:
     compact : first remove dead channels physically (compact_channels; needs example inputs)
     pooling : run 2-D max pooling (and a ReLU before it) on sparsepass's kernel on CPUs,
         where PyTorch's NCHW max_pool2d is slow (passes.fx.max_pool)
-    fold_batchnorm : first fold each eval-mode BatchNorm into the conv before it (fold_bn, as
-        the Relax pipeline does), so that the conv's kernel also takes the ReLU and residual after it
+    fold_batchnorm : first fold each eval-mode BatchNorm into the float32 conv before it (fold_bn,
+        as the Relax pipeline does), so that the conv's kernel also takes the ReLU and residual
+        after it (half-precision convs keep theirs: folding would round the folded weights)
     measure : time each layer the planner would rewrite against PyTorch's dense op on this
         machine (at the shapes example_inputs give) and keep it dense unless its kernel wins by
         ``cost.min_speedup`` (passes.fx.measure): for CPUs the cost model was not fitted on
@@ -255,7 +256,8 @@ def sparsify_graph(
     check_eval_mode(gm)
     compacted, notes = (), ()
     if options.fold_batchnorm and has_batchnorm(gm):
-        gm = fold_batchnorm(gm)
+        # Half-precision convs keep their BatchNorm: folding would round the folded weights.
+        gm = fold_batchnorm(gm, dtypes=(torch.float32,))
         if gm.sparsepass_folded:
             notes = (f"{gm.sparsepass_folded} BatchNorm(s) folded into the conv before them",)
     if options.compact and example_inputs is not None and not is_aten_graph(gm):
