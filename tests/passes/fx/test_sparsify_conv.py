@@ -70,12 +70,16 @@ def pattern_conv(in_c=16, out_c=16, stride=1, seed=0):
     return conv
 
 
-def test_conv_bn_relu_residual_block_is_one_kernel():
+def conv_bn_relu_residual() -> ConvBlock:
     model = ConvBlock(pattern_conv(), bn=True, relu=True, residual=True).eval()
     with torch.no_grad():
         model.bn.running_mean.normal_()
         model.bn.running_var.uniform_(0.5, 2)
-    x = torch.randn(1, 16, 10, 10)
+    return model
+
+
+def test_conv_bn_relu_residual_block_is_one_kernel():
+    model, x = conv_bn_relu_residual(), torch.randn(1, 16, 10, 10)
     folded = fold_batchnorm(fx.symbolic_trace(model))
     assert folded.sparsepass_folded == 1
     fast = passes.sparsify_graph(folded, example_inputs=(x,))
@@ -86,11 +90,7 @@ def test_conv_bn_relu_residual_block_is_one_kernel():
 
 
 def test_sparsify_graph_folds_batchnorm_itself_unless_told_not_to():
-    model = ConvBlock(pattern_conv(), bn=True, relu=True, residual=True).eval()
-    with torch.no_grad():
-        model.bn.running_mean.normal_()
-        model.bn.running_var.uniform_(0.5, 2)
-    x = torch.randn(1, 16, 10, 10)
+    model, x = conv_bn_relu_residual(), torch.randn(1, 16, 10, 10)
     fast = passes.sparsify_graph(fx.symbolic_trace(model), example_inputs=(x,))
     assert fast.sparsepass_report["conv"].kernel == "pattern conv +residual +relu"
     assert "1 BatchNorm(s) folded into the conv before them" in fast.sparsepass_report.notes
