@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sparsepass import SparsifyError, passes
+from sparsepass import SparsifyError, passes, prune
 from sparsepass.passes.plan import CostModel
 from sparsepass.testing import assert_linear_close, linear_error_bound
 from sparsepass.testing import strategies as sps
@@ -294,3 +294,39 @@ def test_a_residual_computed_after_the_linear_is_fused_in_graph_order():
     assert sorted(layer.kernel for layer in fast.sparsepass_report) == ["bsr 16x1 rows", "bsr 16x1 rows +residual"]
     bound = linear_error_bound(x, model.a.weight) + linear_error_bound(torch.relu(x), model.b.weight)
     assert ((fast(x) - model(x)).abs() <= bound + torch.finfo(torch.float32).eps * model(x).abs()).all()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:Please use quant_min:UserWarning")
+def test_quantized_layers_are_reported_not_skipped():
+    """A dynamically quantized Linear and a statically quantized Conv2d stay as PyTorch runs
+    them, each with a line in the report saying why and what to do instead."""
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64)).eval()
+    prune.prune_linears(mlp, (32, 1), 0.1)
+    quantized = torch.ao.quantization.quantize_dynamic(mlp, {nn.Linear}, dtype=torch.qint8).eval()
+    x = torch.randn(4, 64)
+    fast = passes.sparsify_graph(fx.symbolic_trace(quantized), example_inputs=(x,))
+    assert [(layer.name, layer.kernel) for layer in fast.sparsepass_report] == [("0", "dense"), ("2", "dense")]
+    assert all("qint8" in layer.reason and "sparsify the float model" in layer.reason
+               for layer in fast.sparsepass_report)
+    torch.testing.assert_close(fast(x), quantized(x), rtol=0, atol=0)
+
+    class QuantizedConv(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant, self.conv = torch.ao.quantization.QuantStub(), nn.Conv2d(4, 8, 3)
+            self.dequant = torch.ao.quantization.DeQuantStub()
+
+        def forward(self, x):
+            return self.dequant(self.conv(self.quant(x)))
+
+    float_conv = QuantizedConv().eval()
+    float_conv.qconfig = torch.ao.quantization.get_default_qconfig("x86")
+    prepared = torch.ao.quantization.prepare(float_conv)
+    prepared(torch.randn(2, 4, 10, 10))
+    converted = torch.ao.quantization.convert(prepared).eval()
+    images = torch.randn(2, 4, 10, 10)
+    fast = passes.sparsify_graph(fx.symbolic_trace(converted), example_inputs=(images,))
+    [layer] = fast.sparsepass_report
+    assert layer.name == "conv" and layer.kernel == "dense" and "quantized (qint8)" in layer.reason
+    torch.testing.assert_close(fast(images), converted(images), rtol=0, atol=0)

@@ -171,6 +171,24 @@ def _linear_module(gm: fx.GraphModule, node: fx.Node) -> LinearSite | None:
                       f"{node.target}.weight", bias)
 
 
+#: Why a quantized layer stays as PyTorch runs it (no silent skip: it is reported).
+QUANTIZED_REASON = ("quantized ({dtype}) layer: sparsepass's kernels compute float weights (float32, "
+                    "bfloat16 or float16); to run it sparse, sparsify the float model instead of quantizing it")
+
+
+def _quantized_module(gm: fx.GraphModule, node: fx.Node) -> LinearSite | None:
+    """A torch.ao quantized (or dynamically quantized) Linear or Conv module: reported dense."""
+    if node.op != "call_module":
+        return None
+    module = gm.get_submodule(node.target)
+    if not type(module).__module__.startswith("torch.ao.nn.quantized") or not hasattr(module, "weight"):
+        return None
+    weight = module.weight() if callable(module.weight) else module.weight
+    dtype = str(getattr(weight, "dtype", "int8")).removeprefix("torch.")
+    return LinearSite(f"quantized {type(module).__name__}", node, node.target,
+                      node.args[0] if node.args else None, why_dense=QUANTIZED_REASON.format(dtype=dtype))
+
+
 _LINEAR_FUNCTIONS = (F.linear, torch._C._nn.linear, aten.linear.default)
 
 
@@ -239,6 +257,7 @@ def _addmm(gm: fx.GraphModule, node: fx.Node) -> LinearSite | None:
 
 RULES: tuple[Rule, ...] = (
     Rule("nn.Linear", "call_module Linear(x) => bsr_linear(x, W.bsr, b)", _linear_module),
+    Rule("quantized", "call_module quantized Linear/Conv(x) => reported, left as it is", _quantized_module),
     Rule("F.linear", "linear(x, W, b) => bsr_linear(x, W.bsr, b)", _linear_function),
     Rule("matmul", "x @ W => bsr_linear(x, W.T.bsr); x @ W.t() => bsr_linear(x, W.bsr)", _matmul),
     Rule("addmm", "addmm(b, x, W.t()) => bsr_linear(x, W.bsr, b); addmm(b, x, W) => bsr_linear(x, W.T.bsr, b)",
