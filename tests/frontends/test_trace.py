@@ -5,8 +5,9 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from sparsepass import SparsifyError
+from sparsepass import SparsifyError, passes, prune
 from sparsepass.frontends import trace
+from sparsepass.testing import assert_equivalent
 
 
 class Plain(nn.Module):
@@ -88,3 +89,30 @@ def test_both_failing_names_the_module_and_both_errors():
 def test_rejects_non_modules():
     with pytest.raises(SparsifyError, match="nn.Module"):
         trace(lambda x: x)
+
+
+class AttentionBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn, self.ff = nn.MultiheadAttention(64, 4, batch_first=True), nn.Linear(64, 64)
+
+    def forward(self, x):
+        return self.ff(self.attn(x, x, x, need_weights=False)[0])
+
+
+def test_multihead_attention_is_exported_so_its_projections_are_seen():
+    """symbolic_trace keeps nn.MultiheadAttention whole (its q/k/v and output projections hidden);
+    with example inputs, trace exports such a model instead."""
+    model = AttentionBlock().eval()
+    prune.prune_linears(model, (32, 1), 0.2)
+    x = torch.randn(2, 10, 64)
+    gm = trace(model, (x,))
+    assert not any(n.op == "call_module" and isinstance(gm.get_submodule(n.target), nn.MultiheadAttention)
+                   for n in gm.graph.nodes)
+    fast = passes.sparsify_graph(gm, example_inputs=(x,),
+                                 options=passes.SparsifyOptions(cost=passes.CostModel(min_speedup=0.0)))
+    assert {layer.name for layer in fast.sparsepass_report if layer.rewritten} == \
+        {"attn.in_proj_weight", "attn.out_proj", "ff"}
+    assert_equivalent(model, fast, [x])
+    symbolic = trace(model)  # no example inputs: nothing to export with
+    assert any(n.op == "call_module" and n.target == "attn" for n in symbolic.graph.nodes)

@@ -1,8 +1,9 @@
 """Capturing a model as a torch.fx GraphModule, with errors that say what to fix.
 
 `trace` tries ``torch.fx.symbolic_trace`` (module-level graph: nn.Linear stays
-a module call). When that fails, it records which submodule was being traced
-and falls back to ``torch.export`` (aten-level graph, weights as get_attr),
+a module call). When that fails, or keeps an ``nn.MultiheadAttention`` whole (a
+leaf module whose projections it hides), it records which submodule was being
+traced and falls back to ``torch.export`` (aten-level graph, weights as get_attr),
 which handles the data-dependent Python that defeats symbolic tracing (HF
 transformers since 4.38). When both fail, the SparsifyError names the module
 that broke tracing and suggests the fix.
@@ -123,7 +124,15 @@ def trace(
     if not isinstance(model, torch.nn.Module):
         raise SparsifyError(None, f"trace expects an nn.Module, got {type(model).__name__}")
     try:
-        return _symbolic(model, concrete_args, leaf_modules)
+        graph = _symbolic(model, concrete_args, leaf_modules)
+        if example_inputs is None or not _opaque_attention(graph):
+            return graph
+        try:  # torch.export opens nn.MultiheadAttention up: its projections become linear ops
+            return _exported(model, example_inputs, dynamic_shapes)
+        except Exception as err:
+            log.info("torch.export failed (%s: %s); keeping the symbolic graph, whose "
+                     "nn.MultiheadAttention calls stay dense", type(err).__name__, err)
+            return graph
     except Exception as err:
         where = getattr(err, "sparsepass_module", "<root>")
         symbolic_error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
@@ -146,6 +155,13 @@ def trace(
             f"(leaf_modules=[{where.split(' (')[0]!r}]), pass concrete_args for "
             "Python control flow on inputs, or make the module export-friendly.",
         ) from err
+
+
+def _opaque_attention(graph: fx.GraphModule) -> bool:
+    """Whether symbolic tracing kept an nn.MultiheadAttention whole (a torch.nn leaf module):
+    its packed q/k/v and output projections, the attention's largest weights, are hidden in it."""
+    return any(node.op == "call_module" and isinstance(graph.get_submodule(node.target), torch.nn.MultiheadAttention)
+               for node in graph.graph.nodes)
 
 
 def _cache_hint(model: torch.nn.Module, export_error: str) -> str:

@@ -330,3 +330,30 @@ def test_quantized_layers_are_reported_not_skipped():
     [layer] = fast.sparsepass_report
     assert layer.name == "conv" and layer.kernel == "dense" and "quantized (qint8)" in layer.reason
     torch.testing.assert_close(fast(images), converted(images), rtol=0, atol=0)
+
+
+class OtherLayers(nn.Module):
+    """Layers with weights that no rule rewrites."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.ct = nn.Conv1d(8, 16, 3), nn.ConvTranspose2d(4, 4, 3)
+        self.lstm, self.attn = nn.LSTM(8, 8, batch_first=True), nn.MultiheadAttention(8, 2, batch_first=True)
+        self.volume = nn.Parameter(torch.ones(1, 1, 1, 1, 1))
+
+    def forward(self, x, image):
+        seq = x.transpose(1, 2)
+        return (self.c1(x).sum() + self.ct(image).sum() + self.lstm(seq)[0].sum()
+                + self.attn(seq, seq, seq, need_weights=False)[0].sum() + F.conv3d(image[None], self.volume).sum())
+
+
+def test_layers_no_rule_rewrites_are_reported_with_the_reason():
+    model, inputs = OtherLayers().eval(), (torch.randn(2, 8, 20), torch.randn(1, 4, 8, 8))
+    fast = passes.sparsify_graph(fx.symbolic_trace(model), example_inputs=inputs)
+    ops = {layer.name: layer.op for layer in fast.sparsepass_report}
+    assert ops == {"c1": "nn.Conv1d", "ct": "nn.ConvTranspose2d", "lstm": "nn.LSTM",
+                   "attn": "nn.MultiheadAttention", "volume": "conv3d"}
+    assert all(layer.kernel == "dense" for layer in fast.sparsepass_report)
+    assert "frontends.trace" in fast.sparsepass_report["attn"].reason
+    assert "2-D convs" in fast.sparsepass_report["c1"].reason
+    torch.testing.assert_close(fast(*inputs), model(*inputs), rtol=0, atol=0)

@@ -189,6 +189,41 @@ def _quantized_module(gm: fx.GraphModule, node: fx.Node) -> LinearSite | None:
                       node.args[0] if node.args else None, why_dense=QUANTIZED_REASON.format(dtype=dtype))
 
 
+#: Layers with weights that no rule rewrites, and why: reported dense rather than skipped silently.
+_OTHER_LAYERS = "sparsepass rewrites linear layers (Linear, matmul, addmm) and 2-D convs; this one runs as PyTorch runs it"
+_UNSUPPORTED_MODULES = {
+    torch.nn.MultiheadAttention: ("one module call in this graph (symbolic tracing keeps torch.nn modules whole), so its "
+                                  "projections stay dense; capture with sparsepass.frontends.trace(model, "
+                                  "example_inputs), which exports such models, to expose them"),
+    torch.nn.Conv1d: _OTHER_LAYERS, torch.nn.Conv3d: _OTHER_LAYERS, torch.nn.ConvTranspose1d: _OTHER_LAYERS,
+    torch.nn.ConvTranspose2d: _OTHER_LAYERS, torch.nn.ConvTranspose3d: _OTHER_LAYERS, torch.nn.Bilinear: _OTHER_LAYERS,
+    torch.nn.LSTM: _OTHER_LAYERS, torch.nn.GRU: _OTHER_LAYERS, torch.nn.RNN: _OTHER_LAYERS,
+}
+_UNSUPPORTED_FUNCTIONS = {
+    F.conv1d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d, F.bilinear,
+    aten.conv1d.default, aten.conv3d.default, aten.conv_transpose1d.default, aten.conv_transpose2d.input,
+    aten.conv_transpose3d.input, aten.lstm.input, aten.gru.input,
+}
+
+
+def _unsupported_layer(gm: fx.GraphModule, node: fx.Node) -> LinearSite | None:
+    """A layer with weights of a kind no rule rewrites (Conv1d, LSTM, an opaque MultiheadAttention...)."""
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        reason = next((why for kind, why in _UNSUPPORTED_MODULES.items() if isinstance(module, kind)), None)
+        if reason is None:
+            return None
+        return LinearSite(f"nn.{type(module).__name__}", node, node.target, node.args[0] if node.args else None,
+                          why_dense=reason)
+    if node.op == "call_function" and node.target in _UNSUPPORTED_FUNCTIONS:
+        weight = node.args[1] if len(node.args) > 1 else None
+        name = weight.target.removesuffix(".weight") if isinstance(weight, fx.Node) and weight.op == "get_attr" \
+            else node.name
+        return LinearSite(getattr(node.target, "__name__", str(node.target)), node, name, node.args[0],
+                          why_dense=_OTHER_LAYERS)
+    return None
+
+
 _LINEAR_FUNCTIONS = (F.linear, torch._C._nn.linear, aten.linear.default)
 
 
@@ -258,6 +293,8 @@ def _addmm(gm: fx.GraphModule, node: fx.Node) -> LinearSite | None:
 RULES: tuple[Rule, ...] = (
     Rule("nn.Linear", "call_module Linear(x) => bsr_linear(x, W.bsr, b)", _linear_module),
     Rule("quantized", "call_module quantized Linear/Conv(x) => reported, left as it is", _quantized_module),
+    Rule("unsupported", "Conv1d/Conv3d/ConvTranspose/RNN/opaque attention => reported, left as it is",
+         _unsupported_layer),
     Rule("F.linear", "linear(x, W, b) => bsr_linear(x, W.bsr, b)", _linear_function),
     Rule("matmul", "x @ W => bsr_linear(x, W.T.bsr); x @ W.t() => bsr_linear(x, W.bsr)", _matmul),
     Rule("addmm", "addmm(b, x, W.t()) => bsr_linear(x, W.bsr, b); addmm(b, x, W) => bsr_linear(x, W.T.bsr, b)",
