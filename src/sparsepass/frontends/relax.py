@@ -58,10 +58,11 @@ def to_relax(model: torch.nn.Module, example_inputs: Sequence[Any], *, dynamic_s
 
 
 def _weight_names(model: torch.nn.Module) -> dict[str, str]:
-    """Digest -> layer name of each weight a sparsepass pass may rewrite (2-D and 4-D)."""
+    """Digest -> layer name of each weight a sparsepass pass may rewrite or report (2-D to 5-D:
+    linear layers and convs)."""
     names = {}
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-        if tensor.dim() in (2, 4) and tensor.dtype.is_floating_point:
+        if 2 <= tensor.dim() <= 5 and tensor.dtype.is_floating_point:
             names.setdefault(digest(as_array(tensor)), name.removesuffix(".weight"))
     return names
 

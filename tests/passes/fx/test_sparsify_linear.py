@@ -296,7 +296,8 @@ def test_a_residual_computed_after_the_linear_is_fused_in_graph_order():
     assert ((fast(x) - model(x)).abs() <= bound + torch.finfo(torch.float32).eps * model(x).abs()).all()
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:Please use quant_min:UserWarning")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:Please use quant_min:UserWarning",
+                            "ignore:torch.quantize_per_tensor:UserWarning")
 def test_quantized_layers_are_reported_not_skipped():
     """A dynamically quantized Linear and a statically quantized Conv2d stay as PyTorch runs
     them, each with a line in the report saying why and what to do instead."""

@@ -208,3 +208,20 @@ def test_a_half_precision_conv_stays_dense_saying_why():
     [layer] = sp.report(after)
     assert call_tir_targets(after) == []
     assert layer.kernel == "dense" and "float16" in layer.reason and "torch.fx" in layer.reason
+
+
+def test_convs_no_kernel_takes_are_reported_dense_with_their_names(host):
+    class OtherConvs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.ct = nn.Conv1d(8, 16, 3), nn.ConvTranspose2d(4, 4, 3)
+
+        def forward(self, x, image):
+            return self.c1(x).sum() + self.ct(image).sum()
+
+    mod = frontends.to_relax(OtherConvs().eval(), (torch.randn(2, 8, 20), torch.randn(1, 4, 8, 8)))
+    with host:
+        after = tvm.transform.Sequential(sp.sparsepass_passes())(mod)
+    layers = {layer.name: layer for layer in sp.report(after)}
+    assert layers["c1"].op == "relax.nn.conv1d" and layers["ct"].op == "relax.nn.conv2d_transpose"
+    assert all(layer.kernel == "dense" and "2-D convs" in layer.reason for layer in layers.values())

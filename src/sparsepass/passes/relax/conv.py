@@ -267,15 +267,39 @@ def _same_shape(expr, conv) -> bool:
         return False
 
 
+#: Convolutions with a constant weight that no kernel takes: reported dense, not skipped silently.
+OTHER_CONVS = ("relax.nn.conv1d", "relax.nn.conv3d", "relax.nn.conv1d_transpose", "relax.nn.conv2d_transpose")
+
+
+def _other_convs(mod, names: dict[str, str]) -> list[LayerReport]:
+    """A dense report entry for each conv of OTHER_CONVS with a constant weight in ``mod``."""
+    found = []
+
+    def visit(expr):
+        op = getattr(getattr(expr, "op", None), "name", None) if isinstance(expr, relax.Call) else None
+        weight = _value(expr.args[1]) if op in OTHER_CONVS and len(expr.args) > 1 else None
+        if weight is not None:
+            found.append(LayerReport(layer_name(names, weight, op.removeprefix("relax.nn.")), op, tuple(weight.shape),
+                                     "-", None, "dense", "sparsepass rewrites 2-D convs and linear layers; "
+                                     "this one runs as TVM builds it"))
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func.body, visit)
+    return found
+
+
 def SparsifyConv2d(target=None):  # noqa: N802
-    """A Relax module pass: PCONV 3x3 and sparse 1x1 conv2d layers -> sparsepass kernels."""
+    """A Relax module pass: PCONV 3x3 and sparse 1x1 conv2d layers -> sparsepass kernels (other
+    convolutions are reported, dense)."""
 
     def transform(mod, _ctx):
         bb = relax.BlockBuilder(mod)
-        rewriter = _SparsifyConv(bb, canonical_target(target), constant_names(mod))
+        names = constant_names(mod)
+        rewriter = _SparsifyConv(bb, canonical_target(target), names)
         for gvar, func in mod.functions_items():
             if isinstance(func, relax.Function):
                 bb.update_func(gvar, rewriter.rewrite(func))
-        return append_report(bb.get(), rewriter.layers)
+        return append_report(bb.get(), rewriter.layers + _other_convs(mod, names))
 
     return ir.transform.module_pass(transform, opt_level=1, name="sparsepass.SparsifyConv2d")
