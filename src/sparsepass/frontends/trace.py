@@ -127,8 +127,9 @@ def trace(
         graph = _symbolic(model, concrete_args, leaf_modules)
         if example_inputs is None or not _opaque_attention(graph):
             return graph
-        try:  # torch.export opens nn.MultiheadAttention up: its projections become linear ops
-            return _exported(model, example_inputs, dynamic_shapes)
+        try:  # torch.export opens nn.MultiheadAttention up: its projections become linear ops.
+            # Dims stay dynamic where the model allows, as the symbolic graph's did.
+            return _exported(model, example_inputs, "auto" if dynamic_shapes is None else dynamic_shapes)
         except Exception as err:
             log.info("torch.export failed (%s: %s); keeping the symbolic graph, whose "
                      "nn.MultiheadAttention calls stay dense", type(err).__name__, err)
