@@ -11,6 +11,7 @@ from sparsepass.frontends.dynamic import export_dynamic_shapes, narrowed_to_symb
 from sparsepass.frontends.relax_bounds import mark_inbound_slices
 from sparsepass.passes.analysis import as_array
 from sparsepass.passes.relax.names import digest, with_names
+from sparsepass.prune.torch_pruning import made_permanent
 
 
 def to_relax(model: torch.nn.Module, example_inputs: Sequence[Any], *, dynamic_shapes: Any = None):
@@ -26,6 +27,7 @@ def to_relax(model: torch.nn.Module, example_inputs: Sequence[Any], *, dynamic_s
     from tvm.relax.frontend.torch import from_exported_program
 
     name = type(model).__name__
+    model = made_permanent(model)  # torch.nn.utils.prune's masked weights as constants
     for sub_name, sub in model.named_modules():
         if sub.training:
             raise SparsifyError(sub_name or f"<root> ({name})",

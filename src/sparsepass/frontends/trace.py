@@ -25,6 +25,7 @@ from torch.utils._pytree import tree_leaves
 
 from sparsepass.errors import SparsifyError
 from sparsepass.frontends.dynamic import export_dynamic_shapes
+from sparsepass.prune.torch_pruning import made_permanent
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ def trace(
     """
     if not isinstance(model, torch.nn.Module):
         raise SparsifyError(None, f"trace expects an nn.Module, got {type(model).__name__}")
+    model = made_permanent(model)  # torch.nn.utils.prune's masked weights as constants
     try:
         graph = _symbolic(model, concrete_args, leaf_modules)
         if example_inputs is None or not _opaque_attention(graph):

@@ -42,6 +42,7 @@ from sparsepass.passes.fx.sparsify_conv import rewrite_conv
 from sparsepass.passes.fx.splice import chain, register_arrays, splice_call
 from sparsepass.passes.plan import DEFAULT_COST, DEFAULT_TOKENS, CostModel, Decision, choose
 from sparsepass.passes.report import LayerReport, Report
+from sparsepass.prune.torch_pruning import fold_exported_masks, has_pruning_hooks, made_permanent
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +256,10 @@ def sparsify_graph(
                             "use sparsepass.frontends.trace(model, example_inputs) first")
     check_eval_mode(gm)
     compacted, notes = (), ()
+    if has_pruning_hooks(gm):  # torch.nn.utils.prune's computed weights: a copy with them plain
+        gm = made_permanent(gm)
+        notes = ("torch.nn.utils.prune reparametrizations made permanent in the copy (weight_orig * "
+                 "weight_mask as the weight)",)
     if options.fold_batchnorm and has_batchnorm(gm):
         # Half-precision convs keep their BatchNorm: folding would round the folded weights.
         gm = fold_batchnorm(gm, dtypes=(torch.float32,))
@@ -270,6 +275,8 @@ def sparsify_graph(
     elif options.compact:
         notes = (*notes, "channel compaction skipped: it works on module-level graphs (this one is aten-level)")
     out = copy.deepcopy(gm)
+    if fold_exported_masks(out):
+        notes = (*notes, "torch.nn.utils.prune's weight_orig * weight_mask folded into constant weights")
     remove_identity_dropout(out)
     gelus = recognise_tanh_gelu(out)
     if gelus:
