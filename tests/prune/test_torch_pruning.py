@@ -1,6 +1,8 @@
-"""Models pruned with torch.nn.utils.prune (weight_orig * weight_mask in a pre-hook) go through
-every path: the symbolic graph (which deepcopy refused), a graph the user exported (where the
-product was a computed weight, left dense), frontends.trace and to_relax."""
+"""Models pruned with PyTorch's own APIs go through every path: torch.nn.utils.prune
+(weight_orig * weight_mask in a pre-hook) and torch.ao.pruning (a parametrization computing the
+weight). Before, the symbolic graph failed (deepcopy refused the computed weight; the
+parametrizations' container read as a module in training mode), a graph the user exported kept
+the layers dense (the product was a computed weight), and the user's model must stay usable."""
 
 import pytest
 import torch
@@ -12,15 +14,22 @@ import tvm
 from sparsepass import frontends, passes
 from sparsepass.codegen.target import canonical_target, tvm_target
 from sparsepass.passes import relax as sp
-from sparsepass.prune.torch_pruning import has_pruning_hooks, made_permanent
+from sparsepass.prune.torch_pruning import has_reparametrized_weights, made_permanent
 from sparsepass.testing import assert_equivalent
 
 ALWAYS = passes.SparsifyOptions(cost=passes.CostModel(min_speedup=0.0))
 
 
-def torch_pruned() -> nn.Module:
+def torch_pruned(api: str = "torch.nn.utils.prune") -> nn.Module:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64)).eval()
+    if api == "torch.ao.pruning":
+        from torch.ao.pruning import WeightNormSparsifier
+
+        sparsifier = WeightNormSparsifier(sparsity_level=0.9, sparse_block_shape=(1, 4), zeros_per_block=4)
+        sparsifier.prepare(model, [{"tensor_fqn": "0.weight"}, {"tensor_fqn": "2.weight"}])
+        sparsifier.step()
+        return model
     for layer in (model[0], model[2]):
         torch_prune.ln_structured(layer, "weight", amount=0.75, n=2, dim=0)  # whole rows
         torch_prune.l1_unstructured(layer, "weight", amount=0.5)  # a PruningContainer of two
@@ -30,23 +39,24 @@ def torch_pruned() -> nn.Module:
 def test_made_permanent_copies_and_leaves_the_model_as_it_was():
     model = torch_pruned()
     plain = made_permanent(model)
-    assert has_pruning_hooks(model) and hasattr(model[0], "weight_orig")
-    assert not has_pruning_hooks(plain) and not hasattr(plain[0], "weight_orig")
+    assert has_reparametrized_weights(model) and hasattr(model[0], "weight_orig")
+    assert not has_reparametrized_weights(plain) and not hasattr(plain[0], "weight_orig")
     assert isinstance(plain[0].weight, nn.Parameter)
     assert torch.equal(plain[0].weight, model[0].weight_orig * model[0].weight_mask)
     assert made_permanent(plain) is plain
 
 
 @pytest.mark.filterwarnings("ignore:The tensor attributes:UserWarning")  # torch.export on the pre-hooks
+@pytest.mark.parametrize("api", ["torch.nn.utils.prune", "torch.ao.pruning"])
 @pytest.mark.parametrize("capture", ["symbolic_trace", "torch.export"])
-def test_a_torch_pruned_model_is_sparsified(capture):
-    model, x = torch_pruned(), torch.randn(8, 64)
+def test_a_torch_pruned_model_is_sparsified(capture, api):
+    model, x = torch_pruned(api), torch.randn(8, 64)
     graph = fx.symbolic_trace(model) if capture == "symbolic_trace" else torch.export.export(model, (x,)).module()
     fast = passes.sparsify_graph(graph, example_inputs=(x,), options=ALWAYS)
     assert fast.sparsepass_report.rewritten == 2
-    assert any("torch.nn.utils.prune" in note for note in fast.sparsepass_report.notes)
-    assert_equivalent(model, fast, [x])
-    assert has_pruning_hooks(model)  # the user's model keeps its reparametrization
+    assert any("pruning" in note for note in fast.sparsepass_report.notes)
+    assert_equivalent(model, fast, [x])  # the user's model still runs, as it was
+    assert has_reparametrized_weights(model)
 
 
 def test_a_torch_pruned_model_through_trace_and_relax():

@@ -1,12 +1,15 @@
-"""Models pruned with PyTorch's own ``torch.nn.utils.prune``, made plain for capture and rewrite.
+"""Models pruned with PyTorch's own APIs, made plain for capture and rewrite.
 
-That API keeps each pruned weight as ``weight_orig`` and ``weight_mask`` and recomputes
-``weight = weight_orig * weight_mask`` in a forward pre-hook, so ``weight`` is a computed
-tensor: ``copy.deepcopy`` refuses the module (every pass copies its graph), and torch.export
-records the product as graph ops rather than as a constant. `made_permanent` returns a copy
-in which every such weight is a plain parameter holding its masked values, what
-``torch.nn.utils.prune.remove`` does, leaving the user's model as it was;
-`fold_exported_masks` folds the product in a graph the user exported themselves.
+``torch.nn.utils.prune`` keeps each pruned weight as ``weight_orig`` and ``weight_mask`` and
+recomputes ``weight = weight_orig * weight_mask`` in a forward pre-hook; ``torch.ao.pruning``
+(through ``torch.nn.utils.parametrize``) computes the weight from ``original`` and a mask on
+every access. Either way ``weight`` is a computed tensor: ``copy.deepcopy`` refuses such a
+module (every pass copies its graph), and torch.export records the product as graph ops
+rather than as a constant. `made_permanent` returns a copy in which every such weight is a
+plain parameter holding its current value (what ``torch.nn.utils.prune.remove`` and
+``parametrize.remove_parametrizations(..., leave_parametrized=True)`` do), leaving the user's
+model as it was; `fold_exported_masks` folds the product in a graph the user exported
+themselves.
 """
 
 from __future__ import annotations
@@ -16,19 +19,22 @@ import operator
 
 import torch
 import torch.fx as fx
+from torch.nn.utils import parametrize
 from torch.nn.utils import prune as torch_prune
 
 
-def has_pruning_hooks(model: torch.nn.Module) -> bool:
-    """Whether some submodule of ``model`` carries a ``torch.nn.utils.prune`` reparametrization."""
-    return any(isinstance(hook, torch_prune.BasePruningMethod)
-               for module in model.modules() for hook in module._forward_pre_hooks.values())
+def has_reparametrized_weights(model: torch.nn.Module) -> bool:
+    """Whether some submodule of ``model`` computes a weight through a ``torch.nn.utils.prune``
+    hook or a ``torch.nn.utils.parametrize`` parametrization."""
+    return any(parametrize.is_parametrized(module)
+               or any(isinstance(hook, torch_prune.BasePruningMethod) for hook in module._forward_pre_hooks.values())
+               for module in model.modules())
 
 
 def made_permanent(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of ``model`` with each ``torch.nn.utils.prune`` reparametrization removed (its
-    masked weight kept as a plain parameter); ``model`` itself when it has none."""
-    if not has_pruning_hooks(model):
+    """A copy of ``model`` with each pruning reparametrization removed (the weight's current
+    value kept as a plain parameter); ``model`` itself when it has none."""
+    if not has_reparametrized_weights(model):
         return model
     # The computed weights cannot be deep-copied: hand deepcopy their values instead.
     memo = {id(value): value.detach().clone() for module in model.modules()
@@ -38,7 +44,21 @@ def made_permanent(model: torch.nn.Module) -> torch.nn.Module:
         for hook in list(module._forward_pre_hooks.values()):
             if isinstance(hook, torch_prune.BasePruningMethod):
                 torch_prune.remove(module, hook._tensor_name)
+        if parametrize.is_parametrized(module):
+            _unparametrized(module)
     return out
+
+
+def _unparametrized(module: torch.nn.Module) -> None:
+    """Replace ``module``'s parametrizations by plain parameters of their current values, in place.
+
+    Not ``parametrize.remove_parametrizations``: it deletes the property from the module's
+    class, which a deep copy shares with the original, and the user's model lost its weight."""
+    values = {name: getattr(module, name).detach().clone() for name in module.parametrizations}
+    module.__class__ = module.__class__.__bases__[0]  # the class parametrize derived its own from
+    del module._modules["parametrizations"]
+    for name, value in values.items():
+        module.register_parameter(name, torch.nn.Parameter(value, requires_grad=False))
 
 
 _MULS = (torch.mul, operator.mul, torch.ops.aten.mul.Tensor)
@@ -52,10 +72,31 @@ def _attr_node(node):
     return node if isinstance(node, fx.Node) and node.op == "get_attr" else None
 
 
+def _weight_path(target: str) -> str | None:
+    """The weight a pruning API's stored original stands for ("fc.weight_orig" and
+    "fc.parametrizations.weight.original" are "fc.weight"), else None."""
+    if target.endswith("_orig"):
+        return target.removesuffix("_orig")
+    owner, marker, rest = target.partition(".parametrizations.")
+    if not marker and target.startswith("parametrizations."):
+        owner, marker, rest = "", "parametrizations.", target.removeprefix("parametrizations.")
+    if marker and rest.endswith(".original"):
+        return f"{owner}.{rest.removesuffix('.original')}" if owner else rest.removesuffix(".original")
+    return None
+
+
+def _masks(path: str, mask: str) -> bool:
+    """Whether ``mask`` is the mask stored for weight ``path`` by either pruning API."""
+    owner, _, name = path.rpartition(".")
+    prefix = f"{owner}." if owner else ""
+    return mask == f"{path}_mask" or mask.startswith(f"{prefix}parametrizations.{name}.")
+
+
 def fold_exported_masks(gm: fx.GraphModule) -> int:
-    """In a graph torch.export captured from a ``torch.nn.utils.prune`` model, each
-    ``weight_orig * weight_mask`` of two constants becomes one constant ``weight`` (in place), so
-    the layer reads a constant weight; returns how many were folded."""
+    """In a graph torch.export captured from a model pruned with ``torch.nn.utils.prune``
+    (``weight_orig * weight_mask``) or ``torch.ao.pruning`` (``mask * original``), each such
+    product of two constants becomes one constant ``weight`` (in place), so the layer reads a
+    constant weight; returns how many were folded."""
     folded = 0
     for node in list(gm.graph.nodes):
         if node.op != "call_function" or node.target not in _MULS or len(node.args) != 2:
@@ -63,20 +104,20 @@ def fold_exported_masks(gm: fx.GraphModule) -> int:
         attrs = [_attr_node(a) for a in node.args]
         if None in attrs:
             continue
-        orig, mask = sorted(attrs, key=lambda a: a.target.endswith("_mask"))
-        if not orig.target.endswith("_orig") or not mask.target.endswith("_mask") \
-                or orig.target.removesuffix("_orig") != mask.target.removesuffix("_mask"):
+        mask, orig = sorted(attrs, key=lambda a: _weight_path(a.target) is not None)
+        path = _weight_path(orig.target)
+        if path is None or _weight_path(mask.target) is not None or not _masks(path, mask.target):
             continue
         weight = (gm.get_parameter(orig.target) if orig.target in dict(gm.named_parameters())
                   else gm.get_buffer(orig.target)).detach()
         value = weight * gm.get_buffer(mask.target).to(weight.dtype)
-        owner, _, name = orig.target.removesuffix("_orig").rpartition(".")
+        owner, _, name = path.rpartition(".")
         module = gm.get_submodule(owner) if owner else gm
         if hasattr(module, name):
             continue
         module.register_buffer(name, value)
         with gm.graph.inserting_before(node):
-            constant = gm.graph.get_attr(orig.target.removesuffix("_orig"))
+            constant = gm.graph.get_attr(path)
         node.replace_all_uses_with(constant)
         gm.graph.erase_node(node)
         folded += 1

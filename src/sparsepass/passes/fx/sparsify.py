@@ -42,7 +42,11 @@ from sparsepass.passes.fx.sparsify_conv import rewrite_conv
 from sparsepass.passes.fx.splice import chain, register_arrays, splice_call
 from sparsepass.passes.plan import DEFAULT_COST, DEFAULT_TOKENS, CostModel, Decision, choose
 from sparsepass.passes.report import LayerReport, Report
-from sparsepass.prune.torch_pruning import fold_exported_masks, has_pruning_hooks, made_permanent
+from sparsepass.prune.torch_pruning import (
+    fold_exported_masks,
+    has_reparametrized_weights,
+    made_permanent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -254,12 +258,12 @@ def sparsify_graph(
     if not isinstance(gm, fx.GraphModule):
         raise SparsifyError(None, f"sparsify_graph expects a torch.fx.GraphModule, got {type(gm).__name__}; "
                             "use sparsepass.frontends.trace(model, example_inputs) first")
-    check_eval_mode(gm)
     compacted, notes = (), ()
-    if has_pruning_hooks(gm):  # torch.nn.utils.prune's computed weights: a copy with them plain
+    if has_reparametrized_weights(gm):  # pruning APIs' computed weights: a copy with them plain
         gm = made_permanent(gm)
-        notes = ("torch.nn.utils.prune reparametrizations made permanent in the copy (weight_orig * "
-                 "weight_mask as the weight)",)
+        notes = ("pruning reparametrizations (torch.nn.utils.prune, torch.ao.pruning) made permanent "
+                 "in the copy: each weight as its masked value",)
+    check_eval_mode(gm)
     if options.fold_batchnorm and has_batchnorm(gm):
         # Half-precision convs keep their BatchNorm: folding would round the folded weights.
         gm = fold_batchnorm(gm, dtypes=(torch.float32,))
@@ -276,7 +280,7 @@ def sparsify_graph(
         notes = (*notes, "channel compaction skipped: it works on module-level graphs (this one is aten-level)")
     out = copy.deepcopy(gm)
     if fold_exported_masks(out):
-        notes = (*notes, "torch.nn.utils.prune's weight_orig * weight_mask folded into constant weights")
+        notes = (*notes, "pruning masks (torch.nn.utils.prune, torch.ao.pruning) folded into constant weights")
     remove_identity_dropout(out)
     gelus = recognise_tanh_gelu(out)
     if gelus:
