@@ -70,3 +70,43 @@ def test_a_torch_pruned_model_through_trace_and_relax():
             cost=passes.CostModel(min_speedup=0.0)))(mod)).rewritten == 2
     executable = tvm.compile(mod, target=host, relax_pipeline=sp.pipeline())
     assert_equivalent(model, executable, [x])
+
+
+class MaskedLinear(nn.Module):
+    """Research code's own pruning: a mask buffer multiplied into the weight in forward."""
+
+    def __init__(self, masked_rows: int):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.randn(128, 64)), nn.Parameter(torch.randn(128))
+        mask = torch.zeros(128, 64)
+        mask[:masked_rows] = 1  # whole 32-row blocks kept
+        self.register_buffer("mask", mask)
+
+    def forward(self, x):
+        return torch.nn.functional.linear(x, self.weight * self.mask, self.bias)
+
+
+def test_a_models_own_masked_weight_is_folded_and_sparsified():
+    torch.manual_seed(0)
+    model, x = nn.Sequential(MaskedLinear(32), nn.ReLU()).eval(), torch.randn(16, 64)
+    fast = passes.sparsify_graph(fx.symbolic_trace(model), example_inputs=(x,), options=ALWAYS)
+    [layer] = fast.sparsepass_report
+    assert layer.name == "0.weight_masked" and layer.kernel.startswith("bsr") and layer.kernel.endswith("+relu")
+    assert layer.density == 0.25
+    assert_equivalent(model, fast, [x])
+
+
+def test_a_product_of_constants_that_is_not_a_weight_is_left_alone():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.randn(8))  # a parameter: traced as get_attr, not computed
+            self.register_buffer("mask", torch.randn(8))
+
+        def forward(self, x):
+            return x * (self.scale * self.mask)
+
+    fast = passes.sparsify_graph(fx.symbolic_trace(Scaled().eval()), example_inputs=(torch.randn(2, 8),))
+    assert any(n.op == "call_function" and n.target.__name__ == "mul" and
+               all(a.op == "get_attr" for a in n.args) for n in fast.graph.nodes)
+    assert not any("folded" in note for note in fast.sparsepass_report.notes)

@@ -8,8 +8,8 @@ module (every pass copies its graph), and torch.export records the product as gr
 rather than as a constant. `made_permanent` returns a copy in which every such weight is a
 plain parameter holding its current value (what ``torch.nn.utils.prune.remove`` and
 ``parametrize.remove_parametrizations(..., leave_parametrized=True)`` do), leaving the user's
-model as it was; `fold_exported_masks` folds the product in a graph the user exported
-themselves.
+model as it was; `fold_masked_weights` folds the product in a graph the user exported
+themselves, and a model's own ``weight * mask``.
 """
 
 from __future__ import annotations
@@ -92,30 +92,43 @@ def _masks(path: str, mask: str) -> bool:
     return mask == f"{path}_mask" or mask.startswith(f"{prefix}parametrizations.{name}.")
 
 
-def fold_exported_masks(gm: fx.GraphModule) -> int:
-    """In a graph torch.export captured from a model pruned with ``torch.nn.utils.prune``
-    (``weight_orig * weight_mask``) or ``torch.ao.pruning`` (``mask * original``), each such
-    product of two constants becomes one constant ``weight`` (in place), so the layer reads a
-    constant weight; returns how many were folded."""
+#: Ops whose argument 1 is a layer's weight: where a product of two constants is a masked weight.
+_WEIGHT_USERS = (torch.nn.functional.linear, torch._C._nn.linear, torch.ops.aten.linear.default,
+                 torch.nn.functional.conv2d, torch.conv2d, torch.ops.aten.conv2d.default)
+
+
+def _value(gm: fx.GraphModule, target: str) -> torch.Tensor:
+    return (gm.get_parameter(target) if target in dict(gm.named_parameters()) else gm.get_buffer(target)).detach()
+
+
+def fold_masked_weights(gm: fx.GraphModule) -> int:
+    """Each product of two constants that only serves as a layer's weight (``weight_orig *
+    weight_mask`` in a graph torch.export captured from a ``torch.nn.utils.prune`` model,
+    ``mask * original`` from ``torch.ao.pruning``, ``self.weight * self.mask`` in a model's own
+    masked layer) becomes one constant (in place), so the layer reads a constant weight; returns
+    how many were folded. The pruning APIs' products are named after the weight they stand for,
+    others ``<weight>_masked``."""
     folded = 0
     for node in list(gm.graph.nodes):
-        if node.op != "call_function" or node.target not in _MULS or len(node.args) != 2:
+        if node.op != "call_function" or node.target not in _MULS or len(node.args) != 2 or not node.users \
+                or any(user.target not in _WEIGHT_USERS or user.args[1:2] != (node,) for user in node.users):
             continue
         attrs = [_attr_node(a) for a in node.args]
         if None in attrs:
             continue
-        mask, orig = sorted(attrs, key=lambda a: _weight_path(a.target) is not None)
-        path = _weight_path(orig.target)
-        if path is None or _weight_path(mask.target) is not None or not _masks(path, mask.target):
+        values = [_value(gm, a.target) for a in attrs]
+        if not all(v.is_floating_point() for v in values):
             continue
-        weight = (gm.get_parameter(orig.target) if orig.target in dict(gm.named_parameters())
-                  else gm.get_buffer(orig.target)).detach()
-        value = weight * gm.get_buffer(mask.target).to(weight.dtype)
+        mask, orig = sorted(attrs, key=lambda a: _weight_path(a.target) is not None
+                            or a.target in dict(gm.named_parameters()))
+        path = _weight_path(orig.target)
+        if path is None or not _masks(path, mask.target):
+            path = f"{orig.target}_masked"
         owner, _, name = path.rpartition(".")
         module = gm.get_submodule(owner) if owner else gm
         if hasattr(module, name):
             continue
-        module.register_buffer(name, value)
+        module.register_buffer(name, values[0] * values[1])
         with gm.graph.inserting_before(node):
             constant = gm.graph.get_attr(path)
         node.replace_all_uses_with(constant)

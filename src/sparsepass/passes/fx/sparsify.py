@@ -43,7 +43,7 @@ from sparsepass.passes.fx.splice import chain, register_arrays, splice_call
 from sparsepass.passes.plan import DEFAULT_COST, DEFAULT_TOKENS, CostModel, Decision, choose
 from sparsepass.passes.report import LayerReport, Report
 from sparsepass.prune.torch_pruning import (
-    fold_exported_masks,
+    fold_masked_weights,
     has_reparametrized_weights,
     made_permanent,
 )
@@ -279,8 +279,8 @@ def sparsify_graph(
     elif options.compact:
         notes = (*notes, "channel compaction skipped: it works on module-level graphs (this one is aten-level)")
     out = copy.deepcopy(gm)
-    if fold_exported_masks(out):
-        notes = (*notes, "pruning masks (torch.nn.utils.prune, torch.ao.pruning) folded into constant weights")
+    if fold_masked_weights(out):
+        notes = (*notes, "masked weights (a pruning API's or the model's own weight * mask) folded into constants")
     remove_identity_dropout(out)
     gelus = recognise_tanh_gelu(out)
     if gelus:
