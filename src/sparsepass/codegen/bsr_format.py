@@ -107,3 +107,29 @@ def to_bsr(
         shape=(n, k),
         block=(r, c),
     )
+
+
+def bfloat16_bits(values: np.ndarray) -> np.ndarray:
+    """float32 values rounded to bfloat16 (to nearest, ties to even), as int16 bit patterns."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+    return rounded.astype(np.uint16).view(np.int16)
+
+
+def amx_tiles(bsr: BsrWeight) -> np.ndarray:
+    """The kept blocks (R x 32) as AMX weight tiles: int16 [nnzb, R/16, 16, 32] of bfloat16 bits,
+    tile o's row p holding outputs o*16..o*16+15 each as the pair of columns (2p, 2p+1), the
+    pair-interleaved layout TDPBF16PS reads its second operand in."""
+    r, c = bsr.block
+    blocks = bsr.data.reshape(-1, c // 2, 2, r // 16, 16)  # data[b, col, row] -> [b, p, h, o, j]
+    return bfloat16_bits(blocks.transpose(0, 3, 1, 4, 2).reshape(-1, r // 16, c // 2, 2 * 16))
+
+
+def pack_for(layout: str, weight: np.ndarray, block: tuple[int, int], parts: int,
+             bias: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The arrays (BSR_FIELDS) a kernel of ``layout`` takes for this weight and bias."""
+    bsr = to_bsr(weight, block, parts, bias)
+    arrays = {field: getattr(bsr, field) for field in BSR_FIELDS}
+    if layout == "amx":
+        arrays["data"] = amx_tiles(bsr)
+    return arrays

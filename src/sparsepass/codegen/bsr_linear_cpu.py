@@ -23,7 +23,8 @@ pieces of equal work, so any contiguous share of the loop is balanced.
 
 from __future__ import annotations
 
-from sparsepass.codegen.epilogue import epilogue_fn
+from sparsepass.codegen import bsr_linear_amx
+from sparsepass.codegen.epilogue import epilogue_fn, finisher
 from sparsepass.codegen.io_dtype import narrow, widen
 from sparsepass.codegen.spec import KernelSpec
 from sparsepass.codegen.tvm_api import T
@@ -36,8 +37,9 @@ TRANSPOSE_TILE = 16
 
 
 def generate(spec: KernelSpec):
-    """The PrimFunc for ``spec`` (layout "rows", "tokens" or "channels")."""
-    return {"rows": _rows_kernel, "tokens": _tokens_kernel, "channels": _channels_kernel}[spec.layout](spec)
+    """The PrimFunc for ``spec`` (layout "rows", "tokens", "channels", or "amx": bsr_linear_amx)."""
+    return {"rows": _rows_kernel, "tokens": _tokens_kernel, "channels": _channels_kernel,
+            "amx": bsr_linear_amx.generate}[spec.layout](spec)
 
 
 def _rows_kernel(spec: KernelSpec):
@@ -56,7 +58,7 @@ def _rows_kernel(spec: KernelSpec):
         idx = kb * c + cc
         return T.min(idx, k - 1) if k % c else idx
 
-    finish = _finisher(spec)
+    finish = finisher(spec)
 
     @T.macro
     def block_row(X, data, indices, indptr, bias, R, Y, m0, bn, rows):
@@ -124,20 +126,9 @@ def _rows_kernel(spec: KernelSpec):
     return kernel
 
 
-def _finisher(spec: KernelSpec):
-    """The store-time expression, rounded to Y's dtype: ``act(acc + R[at])`` with a residual,
-    else ``act(acc)``."""
-    act = epilogue_fn(spec.epilogue)
-
-    def finish(value, R, at):
-        return narrow(act(value + widen(R[at], spec.dtype)) if spec.residual else act(value), spec.dtype)
-
-    return finish
-
-
 def _post_residual(spec: KernelSpec):
     """For layouts that store a raw tile: the residual and epilogue applied where Y is written."""
-    finish = _finisher(spec)
+    finish = finisher(spec)
 
     def post(value, R, at):
         return finish(value, R, at) if spec.residual else narrow(value, spec.dtype)
@@ -252,7 +243,7 @@ def _channels_kernel(spec: KernelSpec):
     lanes = min(16, tile)
     short_last_row = n % r
     dt = spec.dtype
-    finish = _finisher(spec)
+    finish = finisher(spec)
 
     def col(kb, cc):
         idx = kb * c + cc

@@ -12,6 +12,7 @@ import threading
 from typing import Callable
 
 from sparsepass.codegen import (
+    bsr_linear_amx,
     bsr_linear_cpu,
     bsr_linear_cuda,
     cache,
@@ -59,10 +60,15 @@ def primfunc(spec) -> "tvm.tirx.PrimFunc":
     return generate(spec).with_attr("op_pattern", OP_PATTERN_OPAQUE)
 
 
+def _uses_amx(spec) -> bool:
+    return getattr(spec, "layout", None) == "amx"
+
+
 def compile_spec(spec) -> "tvm.runtime.Executable":
     """Compile ``spec`` for its target (no cache)."""
     _, entry = _generator(spec)
-    return compile_module({entry: primfunc(spec)}, tvm_target(spec.target_dict))
+    target = bsr_linear_amx.compile_target(spec.target_dict) if _uses_amx(spec) else spec.target_dict
+    return compile_module({entry: primfunc(spec)}, tvm_target(target))
 
 
 def get_kernel(spec) -> Callable:
@@ -70,6 +76,8 @@ def get_kernel(spec) -> Callable:
     fn = _loaded.get(spec)
     if fn is not None:
         return fn
+    if _uses_amx(spec):
+        bsr_linear_amx.request_tile_permission()
     with _lock:
         if spec not in _loaded:
             _, entry = _generator(spec)

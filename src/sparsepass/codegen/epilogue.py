@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 
+from sparsepass.codegen.io_dtype import narrow, widen
 from sparsepass.codegen.tvm_api import tirx
 
 
@@ -141,3 +142,14 @@ def epilogue_fn(name: str):
         return _EPILOGUES[name]
     except KeyError:
         raise ValueError(f"unknown epilogue {name!r}; expected one of {sorted(_EPILOGUES)}") from None
+
+
+def finisher(spec):
+    """For a BSR KernelSpec: the store-time expression, rounded to Y's dtype: ``act(acc + R[at])`` with a residual,
+    else ``act(acc)``."""
+    act = epilogue_fn(spec.epilogue)
+
+    def finish(value, R, at):
+        return narrow(act(value + widen(R[at], spec.dtype)) if spec.residual else act(value), spec.dtype)
+
+    return finish

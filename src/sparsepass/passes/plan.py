@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from sparsepass.codegen import bsr_linear_amx
 from sparsepass.codegen.io_dtype import IO_DTYPES
 from sparsepass.codegen.spec import KernelSpec
 from sparsepass.codegen.target import half_precision_features, is_cuda, vector_registers
@@ -41,6 +42,9 @@ class CostModel:
         (convs 1.1-3.8x), with AVX-512 BF16 only 0.7x (convs 0.5-1.3x: 1.0 taken), with neither
         0.26x (convs 0.25-0.45x); float16 with AVX-512 FP16 1.1x (convs 0.5-1.0x), without it
         0.13x (convs 0.02-0.04x: PyTorch converts). AMX-FP16 is assumed as fast as AMX-BF16
+    amx : the AMX kernel ("amx" layout, bfloat16 R x 32 blocks) per stored element, in the same
+        units: 1.8-2.1 measured on the Sapphire Rapids-class VM at 10-20% density (its 4.5-5.3x
+        and 2.9x over PyTorch's AMX dense bfloat16 linear on BERT FFN shapes); the lower is taken
     call_overhead : fixed cost of one kernel call, in multiply-adds at peak
     min_speedup : a sparse kernel must beat dense by this factor to be chosen
     """
@@ -52,6 +56,7 @@ class CostModel:
     dense_half: tuple[tuple[str, str, float], ...] = (
         ("bfloat16", "amx-bf16", 4.6), ("bfloat16", "avx512bf16", 1.0), ("bfloat16", "", 0.45),
         ("float16", "amx-fp16", 4.6), ("float16", "avx512fp16", 1.1), ("float16", "", 0.15))
+    amx: float = 1.8
     call_overhead: float = 2.0e5
     min_speedup: float = 1.25
     vector_lanes: int = 16
@@ -129,13 +134,21 @@ def _tile(layout: str, r: int, tokens: int = DEFAULT_TOKENS, target: dict | None
     1.04x faster than with half as many (two alternating accumulator sets, for more
     independent chains, bought nothing: these layouts wait on L2, not on FMA latency)."""
     lanes, registers = (16, 32) if target is None or is_cuda(target) else vector_registers(target)
+    if layout == "amx":
+        return bsr_linear_amx.TOKENS
     if layout == "rows":
         row_vectors = -(-r // lanes)
         return max(1, min(8 if r <= 32 else 256 // r, (registers - row_vectors - 1) // row_vectors))
     return max(16, min(MAX_TOKEN_TILE, 16 * lanes // max(r, 1) // 16 * 16, -(-tokens // 16) * 16))
 
 
-def _candidates(structure: Structure, tokens: int, cost: CostModel):
+def _amx_usable(structure: Structure, target: dict) -> bool:
+    """Whether bfloat16 weights can run on AMX tiles on ``target``."""
+    return (structure.dtype == "bfloat16" and structure.shape[1] % bsr_linear_amx.BLOCK_COLS == 0
+            and "amx-bf16" in half_precision_features(target))
+
+
+def _candidates(structure: Structure, tokens: int, cost: CostModel, amx: bool):
     for fit in structure.fits:
         if not spans_needed(fit, structure.shape):
             continue
@@ -145,6 +158,9 @@ def _candidates(structure: Structure, tokens: int, cost: CostModel):
             yield work / cost.rows_efficiency(r) + cost.call_overhead, "rows", fit
         if r <= 8:
             yield work / cost.tokens_efficiency(r) + cost.call_overhead, "tokens", fit
+        if amx and r in bsr_linear_amx.BLOCK_ROWS and c == bsr_linear_amx.BLOCK_COLS:
+            padded = -(-tokens // bsr_linear_amx.TOKENS) * bsr_linear_amx.TOKENS  # whole tiles of X
+            yield max(fit.stored, 1) * padded / cost.amx + cost.call_overhead, "amx", fit
 
 
 def _choose_gpu(structure: Structure, target: dict, epilogue: str, cost: GpuCostModel) -> Decision:
@@ -190,10 +206,12 @@ def choose(
     tokens: int = DEFAULT_TOKENS,
     epilogue: str = "none",
     cost: CostModel = DEFAULT_COST,
+    allow_amx: bool = True,
 ) -> Decision:
     """Choose the kernel for a linear layer with weight ``structure`` on ``target``.
 
-    A half-precision weight gets a kernel that reads and writes its dtype (computing in float32)."""
+    A half-precision weight gets a kernel that reads and writes its dtype (computing in float32,
+    or, for bfloat16 R x 32 blocks on a CPU with AMX, on AMX tiles unless ``allow_amx`` is off)."""
     refusal = _dtype_refusal(structure.dtype, target)
     if refusal:
         return _dense(refusal)
@@ -206,7 +224,7 @@ def choose(
     n, k = structure.shape
     dense_cost = n * k * tokens / (cost.dense * cost.dense_speedup(structure.dtype, target))
     sparse_cost, layout, fit = min(  # ties go to the coarser block
-        _candidates(structure, tokens, cost), key=lambda c: (c[0], -c[2].rows * c[2].cols))
+        _candidates(structure, tokens, cost, allow_amx and _amx_usable(structure, target)), key=lambda c: (c[0], -c[2].rows * c[2].cols))
     if sparse_cost * cost.min_speedup > dense_cost:
         return _dense(
             f"density {structure.density:.2f}: best sparse kernel ({fit.rows}x{fit.cols} "
@@ -282,7 +300,7 @@ def choose_conv(structure, conv: dict, target: dict, cost: CostModel = DEFAULT_C
 
 def _choose_channels(matrix: Structure, target: dict, positions: int, cost: CostModel) -> Decision:
     """1x1 conv in NCHW: the BSR kernel in its "channels" layout (no transposes)."""
-    decision = choose(matrix, target, tokens=positions, cost=cost)
+    decision = choose(matrix, target, tokens=positions, cost=cost, allow_amx=False)  # NCHW: no AMX layout
     if decision.kernel is None:
         return decision
     spec = dataclasses.replace(decision.kernel, layout="channels",

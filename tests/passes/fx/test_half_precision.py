@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sparsepass import SparsifyError, frontends, passes, prune
+from sparsepass.codegen.target import canonical_target, half_precision_features
 from sparsepass.passes.fx.fold_bn import fold_batchnorm
 from sparsepass.testing import assert_equivalent
 from sparsepass.testing.models import ResNet18, randomize_batchnorm
@@ -43,6 +44,18 @@ def test_half_precision_feed_forward_equals_dense(dtype, block):
     assert kernels["up"].endswith("+gelu") and kernels["down"].endswith("+residual"), kernels
     assert fast(x).dtype == dtype
     assert_equivalent(model, fast, [x, torch.randn(5, 128, dtype=dtype)])
+
+
+@pytest.mark.skipif("amx-bf16" not in half_precision_features(canonical_target()),
+                    reason="this CPU has no AMX (amx_bf16): the AMX kernel cannot run here")
+def test_bfloat16_feed_forward_with_blocks_32_wide_runs_on_amx_tiles():
+    model = pruned_feed_forward(torch.bfloat16, (32, 32))
+    x = torch.randn(2, 24, 128, dtype=torch.bfloat16)
+    fast = passes.sparsify_graph(fx.symbolic_trace(model), example_inputs=(x,), options=ALWAYS)
+    kernels = {layer.name: layer.kernel for layer in fast.sparsepass_report}
+    assert kernels["up"] == "bsr 32x32 amx +gelu" and kernels["down"] == "bsr 32x32 amx +residual", kernels
+    assert_equivalent(model, fast, [x, torch.randn(5, 128, dtype=torch.bfloat16),
+                                    torch.randn(3, 40, 128, dtype=torch.bfloat16)])
 
 
 def test_float32_input_to_a_bfloat16_graph_names_the_layer():

@@ -24,7 +24,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch.fx.passes.shape_prop import ShapeProp
 
-from sparsepass.codegen.bsr_format import BSR_FIELDS, to_bsr
+from sparsepass.codegen.bsr_format import pack_for
 from sparsepass.codegen.target import canonical_target
 from sparsepass.errors import SparsifyError
 from sparsepass.ops import torch_ops  # noqa: F401  (registers torch.ops.sparsepass)
@@ -128,11 +128,10 @@ class _Rewriter:
 
     def bsr(self, site: LinearSite, spec) -> dict[str, np.ndarray]:
         """The layer's weight and bias in the kernel's BSR arrays (packed once per block shape)."""
-        key = (site.weight_attr, id(site.bias), spec.block, spec.parts)
+        key = (site.weight_attr, id(site.bias), spec.block, spec.parts, spec.layout == "amx")
         if key not in self.packed:
             bias = None if site.bias is None else site.bias.float().numpy()
-            bsr = to_bsr(as_array(site.weight), spec.block, spec.parts, bias)
-            self.packed[key] = {field: getattr(bsr, field) for field in BSR_FIELDS}
+            self.packed[key] = pack_for(spec.layout, as_array(site.weight), spec.block, spec.parts, bias)
         return self.packed[key]
 
     def pack(self, site: LinearSite, decision: Decision) -> list[str]:

@@ -1,0 +1,117 @@
+"""The AMX kernel (bfloat16 R x 32 blocks on Intel AMX tiles): packing, compilation, results.
+
+It compiles on any x86-64 machine (LLVM is told the AMX features); it runs only where the CPU has
+AMX, and there each result must be within half a bfloat16 ulp of the exact one plus the float32
+bound of the computation (AMX accumulates in float32), as the other half-precision kernels are.
+"""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sparsepass.codegen import bsr_linear_amx
+from sparsepass.codegen.bsr_format import amx_tiles, bfloat16_bits, pack_for, to_bsr
+from sparsepass.codegen.build import compile_spec
+from sparsepass.codegen.spec import KernelSpec
+from sparsepass.codegen.target import canonical_target, half_precision_features
+from sparsepass.ops.torch_ops import bsr_linear
+from sparsepass.passes.analysis import detect
+from sparsepass.passes.plan import choose
+from sparsepass.testing import gamma
+from sparsepass.testing import strategies as sps
+from tests.codegen.test_io_dtype import assert_rounded_once
+
+HOST = canonical_target()
+needs_amx = pytest.mark.skipif("amx-bf16" not in half_precision_features(HOST),
+                               reason="this CPU has no AMX (amx_bf16): the AMX kernel is compiled, not run")
+SAPPHIRE_RAPIDS = {"kind": "llvm", "mcpu": "sapphirerapids", "mtriple": "x86_64-linux-gnu"}
+ZEN4 = {"kind": "llvm", "mcpu": "znver4", "mtriple": "x86_64-linux-gnu"}
+
+
+def amx_spec(n, k, rows_per_block, target=HOST, **fields) -> KernelSpec:
+    return KernelSpec.make(out_features=n, in_features=k, block=(rows_per_block, 32), layout="amx",
+                           tile=bsr_linear_amx.TOKENS, dtype="bfloat16", target=target, **fields)
+
+
+def block_pruned(n, k, block, density, seed) -> torch.Tensor:
+    mask = torch.from_numpy(sps.block_mask(n, k, block, density, seed))
+    return (torch.randn(n, k, generator=torch.Generator().manual_seed(seed)) * mask).bfloat16()
+
+
+def test_bfloat16_bits_round_to_nearest_even_like_torch():
+    values = torch.randn(1000, generator=torch.Generator().manual_seed(0)) * 1e3
+    values = torch.cat([values, torch.tensor([1.00390625, 1.01171875, -2.0, 0.0, 3e-39])])  # ties, subnormal
+    expected = values.bfloat16().view(torch.int16).numpy()
+    assert (bfloat16_bits(values.numpy()) == expected).all()
+
+
+def test_amx_tiles_pair_columns_of_each_16_outputs():
+    """Tile o, row p holds outputs o*16+j as the column pair (2p, 2p+1): TDPBF16PS's B operand."""
+    weight = block_pruned(64, 96, (32, 32), 0.5, 3)
+    bsr = to_bsr(weight.float().numpy(), (32, 32), 2)
+    tiles = torch.from_numpy(amx_tiles(bsr)).view(torch.bfloat16).float()  # [nnzb, 2, 16, 32]
+    dense = weight.float()
+    for b in range(bsr.nnzb):
+        row = int(np.searchsorted(bsr.indptr, b, side="right")) - 1
+        col = int(bsr.indices[b])
+        block = dense[row * 32:(row + 1) * 32, col * 32:(col + 1) * 32]  # [outputs, columns]
+        pairs = block.reshape(2, 16, 16, 2).permute(0, 2, 1, 3).reshape(2, 16, 32)  # [o, p, (j, h)]
+        assert torch.equal(tiles[b], pairs)
+
+
+@pytest.mark.parametrize("spec", [amx_spec(32, 64, 16, epilogue="relu", residual=True),
+                                  amx_spec(80, 96, 32, epilogue="gelu"),
+                                  amx_spec(64, 32, 32, target=SAPPHIRE_RAPIDS)])
+def test_amx_kernel_compiles_to_tile_instructions_on_any_x86(spec):
+    executable = compile_spec(spec)
+    assembly = executable.mod.inspect_source("asm")
+    for instruction in ("ldtilecfg", "tileloadd", "tdpbf16ps", "tilestored", "tilerelease"):
+        assert instruction in assembly
+
+
+@pytest.mark.parametrize("block, dtype, k, reason", [
+    ((32, 1), "bfloat16", 64, "block 32x1"), ((32, 32), "float16", 64, "bfloat16 activations"),
+    ((32, 32), "bfloat16", 48, "not a multiple of 32")])
+def test_amx_kernel_refuses_what_it_cannot_run(block, dtype, k, reason):
+    spec = KernelSpec.make(out_features=64, in_features=k, block=block, layout="amx", tile=32, dtype=dtype,
+                           target=HOST)
+    with pytest.raises(ValueError, match=reason):
+        bsr_linear_amx.generate(spec)
+
+
+def test_planner_takes_amx_for_bfloat16_blocks_32_wide_only_where_the_cpu_has_it():
+    weight = block_pruned(768, 768, (32, 32), 0.1, 0)
+    assert choose(detect(weight), SAPPHIRE_RAPIDS).kernel.layout == "amx"
+    assert choose(detect(weight), ZEN4).kernel.layout == "rows"
+    assert choose(detect(weight.float()), SAPPHIRE_RAPIDS).kernel.layout == "rows"  # float32: no AMX
+    narrow = block_pruned(768, 768, (32, 1), 0.1, 0)  # 32x32 blocks would store most of it
+    assert choose(detect(narrow), SAPPHIRE_RAPIDS).kernel.layout == "rows"
+
+
+@needs_amx
+@settings(max_examples=12, deadline=None)
+@given(st.sampled_from([16, 32]), st.integers(1, 5), st.integers(1, 4), st.integers(1, 80),
+       st.sampled_from([0.2, 0.5, 1.0]), st.sampled_from(["none", "relu", "gelu"]), st.booleans(),
+       st.integers(0, 2**16))
+def test_amx_kernel_rounds_once(rows_per_block, block_rows, block_cols, tokens, density, epilogue,
+                                with_residual, seed):
+    """Several X tiles and a ragged last one, a short last block row, empty block rows."""
+    n = rows_per_block * block_rows - (seed % 7 if rows_per_block * block_rows > 7 else 0)
+    k = 32 * block_cols
+    weight = block_pruned(n, k, (rows_per_block, 32), density, seed)
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(tokens, k, generator=generator).bfloat16()
+    bias = torch.randn(n, generator=generator).bfloat16()
+    residual = torch.randn(tokens, n, generator=generator).bfloat16() if with_residual else None
+    spec = amx_spec(n, k, rows_per_block, epilogue=epilogue, residual=with_residual)
+    arrays = pack_for("amx", weight.float().numpy(), spec.block, spec.parts, bias.float().numpy())
+    y = bsr_linear(x, *[torch.from_numpy(a) for a in arrays.values()], residual, spec.to_json(), "layer")
+    pre = x.double() @ weight.double().T + bias.double() + (residual.double() if with_residual else 0)
+    exact = {"none": pre, "relu": torch.relu(pre), "gelu": torch.nn.functional.gelu(pre)}[epilogue]
+    magnitude = x.double().abs() @ weight.double().abs().T + bias.double().abs() \
+        + (residual.double().abs() if with_residual else 0)
+    # GELU's float32 evaluation adds its own few ulps of the float32 result.
+    bound = gamma(k + 2) * magnitude + (8 * 2.0**-24 * pre.abs() if epilogue == "gelu" else 0)
+    assert_rounded_once(y, exact, bound)
