@@ -1,7 +1,8 @@
 """BERT-base FFN run in bfloat16 and float16, pruned: PyTorch dense in that dtype vs sparsepass.
 
-The FFN (768 -> 3072 -> GELU -> 768, 128 tokens) pruned to 32x1, 4x4 or unstructured at densities
-0.5, 0.2 and 0.1, then converted to the dtype. One thread; the systems are timed side by side in
+The FFN (768 -> 3072 -> GELU -> 768, 128 tokens) pruned to 32x1, 16x1, 4x4 or unstructured at
+densities 0.5, 0.2 and 0.1, then converted to the dtype; bfloat16 also with 32x32 and 16x32 blocks,
+which run on AMX tiles where the CPU has AMX (the "amx" kernels). One thread; the systems are timed side by side in
 turns (interleaved medians), all in this one run:
 
 - torch half: PyTorch's dense layers in the dtype (oneDNN; AMX or AVX-512 BF16 where the CPU has
@@ -32,6 +33,8 @@ from sparsepass.codegen.target import canonical_target, half_precision_features
 from sparsepass.testing.timing import interleaved_median_ms
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+#: Blocks 32 columns wide, which bfloat16 runs on AMX tiles where the CPU has them.
+AMX_BLOCKS = {"32x32": (32, 32), "16x32": (16, 32)}
 
 
 def sparsified(model: torch.nn.Module, x: torch.Tensor, measure: bool = False):
@@ -52,7 +55,10 @@ def run(args) -> None:
         for name in args.dtype:
             dtype = DTYPES[name]
             x = x32.to(dtype)
-            for block_name, block in BLOCKS.items():
+            blocks = {**BLOCKS, **AMX_BLOCKS} if name == "bfloat16" else BLOCKS
+            for block_name, block in blocks.items():
+                if args.blocks and block_name not in args.blocks:
+                    continue
                 for density in DENSITIES if not args.quick else (0.1,):
                     model32 = pruned("ffn", block, density)
                     model = copy.deepcopy(model32).to(dtype)
@@ -74,6 +80,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="density 0.1 only")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--dtype", nargs="+", choices=list(DTYPES), default=list(DTYPES))
+    parser.add_argument("--blocks", nargs="+", choices=[*BLOCKS, *AMX_BLOCKS], help="these blocks only")
     run(parser.parse_args())
 
 

@@ -122,6 +122,15 @@ def test_auto_structure_asks_the_planner():
     assert "blocks: estimated" in prune.explain_choice((3072, 768), 0.1)
 
 
+def test_auto_structure_of_a_bfloat16_layer_is_amx_blocks_only_where_the_cpu_has_amx():
+    layers = {"up": nn.Linear(768, 3072).to(torch.bfloat16), "up32": nn.Linear(768, 3072)}
+    amx = prune.structure_choices(layers, 0.1, {"kind": "llvm", "mcpu": "sapphirerapids",
+                                                "mtriple": "x86_64-linux-gnu"})
+    zen = prune.structure_choices(layers, 0.1, {"kind": "llvm", "mcpu": "znver4", "mtriple": "x86_64-linux-gnu"})
+    assert amx["up"].cols == 32 and amx["up32"].cols == 1
+    assert zen["up"].cols == 1 and zen["up32"].cols == 1
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @torch.enable_grad()
 def test_half_precision_training_reaches_the_density_with_finite_weights(dtype):

@@ -77,7 +77,7 @@ def get_kernel(spec) -> Callable:
     if fn is not None:
         return fn
     if _uses_amx(spec):
-        bsr_linear_amx.request_tile_permission()
+        bsr_linear_amx.require_tile_permission()
     with _lock:
         if spec not in _loaded:
             _, entry = _generator(spec)

@@ -17,7 +17,7 @@ import math
 from sparsepass.codegen import bsr_linear_amx
 from sparsepass.codegen.io_dtype import IO_DTYPES
 from sparsepass.codegen.spec import KernelSpec
-from sparsepass.codegen.target import half_precision_features, is_cuda, vector_registers
+from sparsepass.codegen.target import half_precision_features, is_cuda, is_host, vector_registers
 from sparsepass.passes.analysis import Structure, spans_needed
 
 #: Rows of X assumed when the caller does not know the batch (BERT-base's 128 tokens).
@@ -43,8 +43,9 @@ class CostModel:
         0.26x (convs 0.25-0.45x); float16 with AVX-512 FP16 1.1x (convs 0.5-1.0x), without it
         0.13x (convs 0.02-0.04x: PyTorch converts). AMX-FP16 is assumed as fast as AMX-BF16
     amx : the AMX kernel ("amx" layout, bfloat16 R x 32 blocks) per stored element, in the same
-        units: 1.8-2.1 measured on the Sapphire Rapids-class VM at 10-20% density (its 4.5-5.3x
-        and 2.9x over PyTorch's AMX dense bfloat16 linear on BERT FFN shapes); the lower is taken
+        units, for R = 16 and 32: 32x32 1.8-2.1 measured on the Sapphire Rapids-class VM at 10-20%
+        density (4.5-5.3x and 2.9x over PyTorch's AMX dense bfloat16 linear on BERT FFN shapes),
+        16x32 0.7 of that; the lower is taken
     call_overhead : fixed cost of one kernel call, in multiply-adds at peak
     min_speedup : a sparse kernel must beat dense by this factor to be chosen
     """
@@ -56,7 +57,7 @@ class CostModel:
     dense_half: tuple[tuple[str, str, float], ...] = (
         ("bfloat16", "amx-bf16", 4.6), ("bfloat16", "avx512bf16", 1.0), ("bfloat16", "", 0.45),
         ("float16", "amx-fp16", 4.6), ("float16", "avx512fp16", 1.1), ("float16", "", 0.15))
-    amx: float = 1.8
+    amx: tuple[float, float] = (1.3, 1.8)
     call_overhead: float = 2.0e5
     min_speedup: float = 1.25
     vector_lanes: int = 16
@@ -143,9 +144,11 @@ def _tile(layout: str, r: int, tokens: int = DEFAULT_TOKENS, target: dict | None
 
 
 def _amx_usable(structure: Structure, target: dict) -> bool:
-    """Whether bfloat16 weights can run on AMX tiles on ``target``."""
+    """Whether bfloat16 weights can run on AMX tiles on ``target`` (on this machine: whether Linux
+    grants the tile state too)."""
     return (structure.dtype == "bfloat16" and structure.shape[1] % bsr_linear_amx.BLOCK_COLS == 0
-            and "amx-bf16" in half_precision_features(target))
+            and "amx-bf16" in half_precision_features(target)
+            and (not is_host(target) or bsr_linear_amx.tile_permission()))
 
 
 def _candidates(structure: Structure, tokens: int, cost: CostModel, amx: bool):
@@ -160,7 +163,8 @@ def _candidates(structure: Structure, tokens: int, cost: CostModel, amx: bool):
             yield work / cost.tokens_efficiency(r) + cost.call_overhead, "tokens", fit
         if amx and r in bsr_linear_amx.BLOCK_ROWS and c == bsr_linear_amx.BLOCK_COLS:
             padded = -(-tokens // bsr_linear_amx.TOKENS) * bsr_linear_amx.TOKENS  # whole tiles of X
-            yield max(fit.stored, 1) * padded / cost.amx + cost.call_overhead, "amx", fit
+            efficiency = cost.amx[bsr_linear_amx.BLOCK_ROWS.index(r)]
+            yield max(fit.stored, 1) * padded / efficiency + cost.call_overhead, "amx", fit
 
 
 def _choose_gpu(structure: Structure, target: dict, epilogue: str, cost: GpuCostModel) -> Decision:

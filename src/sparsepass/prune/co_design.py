@@ -3,18 +3,20 @@
 For a Linear layer of shape [N, K] at a target density, every candidate block
 shape is priced by the planner's cost model on a synthetic weight with that
 structure (the same `plan.choose` sparsify_graph will use), and the fastest
-is chosen. A 3x3 conv is pruned by whole kernels (blocks of 1 x 9 over its
+is chosen. A bfloat16 layer on a CPU with AMX also weighs blocks 32 columns wide, which
+run on AMX tiles (the planner prices them so). A 3x3 conv is pruned by whole kernels (blocks of 1 x 9 over its
 [out, in*9] matrix): the connectivity sparsity the pattern conv kernel skips.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import numpy as np
 import torch.nn as nn
 
-from sparsepass.codegen.target import canonical_target, target_key
+from sparsepass.codegen.target import canonical_target, half_precision_features, target_key
 from sparsepass.passes.analysis import detect
 from sparsepass.passes.plan import choose
 from sparsepass.prune.layers import prunable_weight
@@ -22,19 +24,24 @@ from sparsepass.prune.structures import Blocks, Structure
 
 #: Block shapes the co-design loop chooses among for linear layers.
 CANDIDATES = (Blocks(32, 1), Blocks(16, 1), Blocks(8, 1), Blocks(4, 4), Blocks(4, 1), Blocks(1, 1))
+#: And for bfloat16 layers on a CPU with AMX: the blocks of the AMX kernel.
+BFLOAT16_CANDIDATES = (Blocks(32, 32), Blocks(16, 32))
 
 
 @functools.lru_cache(maxsize=None)
-def _best_block(shape: tuple[int, int], density: float, target: str, tokens: int) -> tuple[Structure, float]:
+def _best_block(shape: tuple[int, int], density: float, target: str, tokens: int,
+                dtype: str = "float32") -> tuple[Structure, float]:
     import json
 
     rng = np.random.default_rng(0)
     best, best_speedup = Blocks(1, 1), 0.0
-    for candidate in CANDIDATES:
+    amx = dtype == "bfloat16" and "amx-bf16" in half_precision_features(json.loads(target))
+    for candidate in CANDIDATES + (BFLOAT16_CANDIDATES if amx else ()):
         r, c = candidate.rows, candidate.cols
         grid = rng.random((-(-shape[0] // r), -(-shape[1] // c))) < density
         weight = np.kron(grid, np.ones((r, c), dtype=np.float32))[: shape[0], : shape[1]]
-        decision = choose(detect(weight), json.loads(target), tokens=tokens)
+        structure = dataclasses.replace(detect(weight), dtype=dtype)
+        decision = choose(structure, json.loads(target), tokens=tokens)
         speedup = decision.estimated_speedup if decision.kernel is not None else 1.0
         if speedup > best_speedup:
             best, best_speedup = candidate, speedup
@@ -52,11 +59,13 @@ def structure_choices(layers: dict[str, nn.Module], density: float, target=None,
         else:
             weight = prunable_weight(layer)
             shape = (weight.shape[0], int(np.prod(weight.shape[1:])))
-            choices[name] = _best_block(shape, density, key, tokens)[0]
+            dtype = str(weight.dtype).removeprefix("torch.")
+            choices[name] = _best_block(shape, density, key, tokens, dtype)[0]
     return choices
 
 
-def explain_choice(shape: tuple[int, int], density: float, target=None, tokens: int = 128) -> str:
-    """Why the co-design loop picks what it picks for one layer shape."""
-    best, speedup = _best_block(shape, density, target_key(canonical_target(target)), tokens)
+def explain_choice(shape: tuple[int, int], density: float, target=None, tokens: int = 128,
+                   dtype: str = "float32") -> str:
+    """Why the co-design loop picks what it picks for one layer shape (and weight dtype)."""
+    best, speedup = _best_block(shape, density, target_key(canonical_target(target)), tokens, dtype)
     return f"{best} blocks: estimated {speedup:.1f}x over dense at density {density}"
