@@ -115,3 +115,27 @@ def test_amx_kernel_rounds_once(rows_per_block, block_rows, block_cols, tokens, 
     # GELU's float32 evaluation adds its own few ulps of the float32 result.
     bound = gamma(k + 2) * magnitude + (8 * 2.0**-24 * pre.abs() if epilogue == "gelu" else 0)
     assert_rounded_once(y, exact, bound)
+
+
+@needs_amx
+@pytest.mark.parametrize("tokens", [128, 77])
+def test_amx_kernel_gives_the_same_bits_on_one_thread_and_on_several(tokens):
+    """Each thread configures its own tiles and accumulates in its own buffer (shared ones raced)."""
+    n, k = 768, 768
+    weight = block_pruned(n, k, (32, 32), 0.3, seed=tokens)
+    x = torch.randn(tokens, k, generator=torch.Generator().manual_seed(tokens)).bfloat16()
+    spec = amx_spec(n, k, 32, epilogue="gelu")
+    arrays = [torch.from_numpy(a) for a in pack_for("amx", weight.float().numpy(), spec.block, spec.parts).values()]
+    threads = torch.get_num_threads()
+    try:
+        outputs = []
+        for count in (1, max(2, threads)):
+            torch.set_num_threads(count)
+            outputs.append([bsr_linear(x, *arrays, None, spec.to_json(), "layer") for _ in range(5)])
+    finally:
+        torch.set_num_threads(threads)
+    pre = x.double() @ weight.double().T
+    bound = gamma(k + 2) * (x.double().abs() @ weight.double().abs().T) + 8 * 2.0**-24 * pre.abs()
+    assert_rounded_once(outputs[0][0], torch.nn.functional.gelu(pre), bound)
+    for y in outputs[0] + outputs[1]:
+        assert torch.equal(y, outputs[0][0])

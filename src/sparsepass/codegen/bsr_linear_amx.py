@@ -13,9 +13,11 @@ Layout "amx": the work is (32 rows of X, part of the block rows) pairs, with
 four accumulator tiles (2 x 16 rows of X by R/16 x 16 outputs), two tiles of X
 and R/16 of weights: the 8 tiles AMX has. A block row's result goes through a
 small float32 buffer, where the bias, residual and epilogue are applied and Y
-is written in its dtype. Where fewer than 32 rows of X are left, the tiles
-are configured with as many rows (X is never read past its end). Tile registers take immediates, so the loops over tiles are
-unrolled at parse time. The intrinsics take only integers and pointers, so no
+is written in its dtype. Each thread configures its tiles once per call (the
+parallel launch is explicit, so that code runs per thread: LDTILECFG costs
+about as much as a 10%-dense block row), and again where fewer than 32 rows
+of X are left, with as many rows (X is never read past its end). Tile
+registers take immediates, so the loops over tiles are unrolled at parse time. The intrinsics take only integers and pointers, so no
 bfloat16 arithmetic reaches TVM (which cannot emit bfloat16 vector operands).
 """
 
@@ -35,10 +37,6 @@ ENTRY = "bsr_linear"
 #: Rows of X per unit of work: two 16-row tiles.
 TOKENS = 32
 
-#: Most parallel tasks per call: a task configures its tiles once (LDTILECFG and TILERELEASE
-#: cost about a microsecond on the VM measured, as much as a 10%-dense block row).
-TASKS = 64
-
 #: Block width the kernel needs: one tile row of bfloat16 (64 bytes).
 BLOCK_COLS = 32
 
@@ -47,6 +45,11 @@ BLOCK_ROWS = (16, 32)
 
 #: LLVM features the kernel is compiled with.
 FEATURES = ("+amx-tile", "+amx-bf16")
+
+#: TVM pass configuration the kernel is compiled with: StorageRewrite would hoist each thread's
+#: tile configuration and accumulator buffers out of the parallel launch, sharing them between
+#: threads.
+PASS_CONFIG = {"tirx.disable_storage_rewrite": True}
 
 
 def unsupported_reason(spec: KernelSpec) -> str | None:
@@ -137,12 +140,6 @@ def generate(spec: KernelSpec):
     def units(M):
         return (M + tt - 1) // tt * nparts  # (32 rows of X, part) pairs
 
-    def tasks(M):
-        return T.min(units(M), T.int64(TASKS))
-
-    def first_unit(g, M):
-        return g * units(M) // tasks(M)
-
     @T.macro
     def block_row(X, data, indices, indptr, bias, R, Y, acc, M, m0, bn):
         # Y[m0:m0+32, bn*R:(bn+1)*R]: the block row's blocks on the tiles, then stored with bias,
@@ -190,15 +187,18 @@ def generate(spec: KernelSpec):
         R = T.match_buffer(res, (M, n) if spec.residual else (1,), "bfloat16" if spec.residual else "float32",
                            align=4, offset_factor=1)
         Y = T.match_buffer(y, (M, n), "bfloat16", align=4, offset_factor=1)
-        # (32 rows of X, part) pairs, in at most TASKS parallel tasks, each configuring its tiles
-        # once (and again for the ragged last rows of X).
-        for g in T.parallel(tasks(M)):
+        # (32 rows of X, part) pairs on the parallel loop; each thread's task configures its
+        # tiles once (and again for the ragged last rows of X) and releases them at the end.
+        with T.attr(0, "pragma_parallel_launch_point", 1):
             config = T.alloc_buffer((64,), "uint8", align=64)
             acc = T.alloc_buffer((tt, r), "float32", align=64)
-            for t in range(first_unit(g, M), first_unit(g + 1, M)):
+            configured = T.alloc_buffer((1,), "int64")  # rows of X the tiles are configured for
+            configured[0] = T.int64(0)
+            for t in T.parallel(units(M)):
                 m0 = t // nparts * tt
-                if t == first_unit(g, M) or (t % nparts == 0 and m0 + tt > M):
+                if configured[0] != T.min(M - m0, tt):
                     configure_tiles(config, T.min(M - m0, 16), T.min(M - m0 - 16, 16))
+                    configured[0] = T.min(M - m0, tt)
                 for q in range(parts[t % nparts + 1] - parts[t % nparts]):
                     block_row(X, data, indices, indptr, bias, R, Y, acc, M, m0, parts[t % nparts] + q)
             _intrinsic("tilerelease")

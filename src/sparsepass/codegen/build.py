@@ -67,8 +67,10 @@ def _uses_amx(spec) -> bool:
 def compile_spec(spec) -> "tvm.runtime.Executable":
     """Compile ``spec`` for its target (no cache)."""
     _, entry = _generator(spec)
-    target = bsr_linear_amx.compile_target(spec.target_dict) if _uses_amx(spec) else spec.target_dict
-    return compile_module({entry: primfunc(spec)}, tvm_target(target))
+    if _uses_amx(spec):
+        return compile_module({entry: primfunc(spec)}, tvm_target(bsr_linear_amx.compile_target(spec.target_dict)),
+                              bsr_linear_amx.PASS_CONFIG)
+    return compile_module({entry: primfunc(spec)}, tvm_target(spec.target_dict))
 
 
 def get_kernel(spec) -> Callable:

@@ -15,9 +15,17 @@ from tvm_ffi import structural_equal
 __all__ = ["tvm", "tirx", "T", "compile_module", "load_module", "structural_equal"]
 
 
-def compile_module(funcs: dict, target: "tvm.target.Target") -> "tvm.runtime.Executable":
-    """Compile PrimFuncs (name -> PrimFunc) for ``target`` into one executable."""
-    return tvm.compile(tvm.IRModule(funcs), target=target)
+def compile_module(funcs: dict, target: "tvm.target.Target", pass_config: dict | None = None
+                   ) -> "tvm.runtime.Executable":
+    """Compile PrimFuncs (name -> PrimFunc) for ``target`` into one executable, with
+    ``pass_config`` added to the current PassContext's configuration."""
+    if not pass_config:
+        return tvm.compile(tvm.IRModule(funcs), target=target)
+    current = tvm.transform.PassContext.current()
+    with tvm.transform.PassContext(opt_level=current.opt_level, config={**current.config, **pass_config},
+                                   required_pass=current.required_pass, disabled_pass=current.disabled_pass,
+                                   instruments=current.instruments):
+        return tvm.compile(tvm.IRModule(funcs), target=target)
 
 
 def load_module(path: str) -> "tvm.runtime.Module":
