@@ -33,8 +33,8 @@ from sparsepass.codegen.target import canonical_target, half_precision_features
 from sparsepass.testing.timing import interleaved_median_ms
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
-#: Blocks 32 columns wide, which bfloat16 runs on AMX tiles where the CPU has them.
-AMX_BLOCKS = {"32x32": (32, 32), "16x32": (16, 32)}
+#: Blocks at least 2 columns wide, which bfloat16 runs on AMX tiles where the CPU has them.
+AMX_BLOCKS = {"32x32": (32, 32), "16x32": (16, 32), "32x8": (32, 8), "32x4": (32, 4)}
 
 
 def sparsified(model: torch.nn.Module, x: torch.Tensor, measure: bool = False):

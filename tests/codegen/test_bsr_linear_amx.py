@@ -30,8 +30,8 @@ SAPPHIRE_RAPIDS = {"kind": "llvm", "mcpu": "sapphirerapids", "mtriple": "x86_64-
 ZEN4 = {"kind": "llvm", "mcpu": "znver4", "mtriple": "x86_64-linux-gnu"}
 
 
-def amx_spec(n, k, rows_per_block, target=HOST, **fields) -> KernelSpec:
-    return KernelSpec.make(out_features=n, in_features=k, block=(rows_per_block, 32), layout="amx",
+def amx_spec(n, k, rows_per_block, target=HOST, cols=32, **fields) -> KernelSpec:
+    return KernelSpec.make(out_features=n, in_features=k, block=(rows_per_block, cols), layout="amx",
                            tile=bsr_linear_amx.TOKENS, dtype="bfloat16", target=target, **fields)
 
 
@@ -47,23 +47,26 @@ def test_bfloat16_bits_round_to_nearest_even_like_torch():
     assert (bfloat16_bits(values.numpy()) == expected).all()
 
 
-def test_amx_tiles_pair_columns_of_each_16_outputs():
+@pytest.mark.parametrize("cols", [32, 8, 2])
+def test_amx_tiles_pair_columns_of_each_16_outputs(cols):
     """Tile o, row p holds outputs o*16+j as the column pair (2p, 2p+1): TDPBF16PS's B operand."""
-    weight = block_pruned(64, 96, (32, 32), 0.5, 3)
-    bsr = to_bsr(weight.float().numpy(), (32, 32), 2)
-    tiles = torch.from_numpy(amx_tiles(bsr)).view(torch.bfloat16).float()  # [nnzb, 2, 16, 32]
+    weight = block_pruned(64, 96, (32, cols), 0.5, 3)
+    bsr = to_bsr(weight.float().numpy(), (32, cols), 2)
+    tiles = torch.from_numpy(amx_tiles(bsr)).view(torch.bfloat16).float()  # [nnzb, 2, cols / 2, 32]
+    assert tiles.shape[1:] == (2, cols // 2, 32)
     dense = weight.float()
     for b in range(bsr.nnzb):
         row = int(np.searchsorted(bsr.indptr, b, side="right")) - 1
         col = int(bsr.indices[b])
-        block = dense[row * 32:(row + 1) * 32, col * 32:(col + 1) * 32]  # [outputs, columns]
-        pairs = block.reshape(2, 16, 16, 2).permute(0, 2, 1, 3).reshape(2, 16, 32)  # [o, p, (j, h)]
+        block = dense[row * 32:(row + 1) * 32, col * cols:(col + 1) * cols]  # [outputs, columns]
+        pairs = block.reshape(2, 16, cols // 2, 2).permute(0, 2, 1, 3).reshape(2, cols // 2, 32)  # [o, p, (j, h)]
         assert torch.equal(tiles[b], pairs)
 
 
 @pytest.mark.parametrize("spec", [amx_spec(32, 64, 16, epilogue="relu", residual=True),
                                   amx_spec(80, 96, 32, epilogue="gelu"),
-                                  amx_spec(64, 32, 32, target=SAPPHIRE_RAPIDS)])
+                                  amx_spec(64, 32, 32, target=SAPPHIRE_RAPIDS),
+                                  amx_spec(64, 40, 32, cols=4)])
 def test_amx_kernel_compiles_to_tile_instructions_on_any_x86(spec):
     executable = compile_spec(spec)
     assembly = executable.mod.inspect_source("asm")
@@ -72,8 +75,9 @@ def test_amx_kernel_compiles_to_tile_instructions_on_any_x86(spec):
 
 
 @pytest.mark.parametrize("block, dtype, k, reason", [
-    ((32, 1), "bfloat16", 64, "block 32x1"), ((32, 32), "float16", 64, "bfloat16 activations"),
-    ((32, 32), "bfloat16", 48, "not a multiple of 32")])
+    ((32, 1), "bfloat16", 64, "block 32x1"), ((8, 32), "bfloat16", 64, "block 8x32"),
+    ((32, 6), "bfloat16", 66, "block 32x6"), ((32, 32), "float16", 64, "bfloat16 activations"),
+    ((32, 32), "bfloat16", 48, "not a multiple of 32"), ((16, 8), "bfloat16", 44, "not a multiple of 8")])
 def test_amx_kernel_refuses_what_it_cannot_run(block, dtype, k, reason):
     spec = KernelSpec.make(out_features=64, in_features=k, block=block, layout="amx", tile=32, dtype=dtype,
                            target=HOST)
@@ -81,31 +85,34 @@ def test_amx_kernel_refuses_what_it_cannot_run(block, dtype, k, reason):
         bsr_linear_amx.generate(spec)
 
 
-def test_planner_takes_amx_for_bfloat16_blocks_32_wide_only_where_the_cpu_has_it():
+def test_planner_takes_amx_for_bfloat16_blocks_2_to_32_wide_only_where_the_cpu_has_it():
     weight = block_pruned(768, 768, (32, 32), 0.1, 0)
     assert choose(detect(weight), SAPPHIRE_RAPIDS).kernel.layout == "amx"
+    for block in [(32, 8), (16, 16), (32, 4)]:
+        decision = choose(detect(block_pruned(768, 768, block, 0.1, 0)), SAPPHIRE_RAPIDS)
+        assert (decision.kernel.layout, decision.kernel.block) == ("amx", block)
     assert choose(detect(weight), ZEN4).kernel.layout == "rows"
     assert choose(detect(weight.float()), SAPPHIRE_RAPIDS).kernel.layout == "rows"  # float32: no AMX
-    narrow = block_pruned(768, 768, (32, 1), 0.1, 0)  # 32x32 blocks would store most of it
+    narrow = block_pruned(768, 768, (32, 1), 0.05, 0)  # 32x32 blocks would store most of it
     assert choose(detect(narrow), SAPPHIRE_RAPIDS).kernel.layout == "rows"
 
 
 @needs_amx
-@settings(max_examples=12, deadline=None)
-@given(st.sampled_from([16, 32]), st.integers(1, 5), st.integers(1, 4), st.integers(1, 80),
-       st.sampled_from([0.2, 0.5, 1.0]), st.sampled_from(["none", "relu", "gelu"]), st.booleans(),
-       st.integers(0, 2**16))
-def test_amx_kernel_rounds_once(rows_per_block, block_rows, block_cols, tokens, density, epilogue,
+@settings(max_examples=20, deadline=None)
+@given(st.sampled_from([16, 32]), st.sampled_from(bsr_linear_amx.BLOCK_COLS), st.integers(1, 5), st.integers(1, 4),
+       st.integers(1, 80), st.sampled_from([0.2, 0.5, 1.0]), st.sampled_from(["none", "relu", "gelu"]),
+       st.booleans(), st.integers(0, 2**16))
+def test_amx_kernel_rounds_once(rows_per_block, cols, block_rows, block_cols, tokens, density, epilogue,
                                 with_residual, seed):
     """Several X tiles and a ragged last one, a short last block row, empty block rows."""
     n = rows_per_block * block_rows - (seed % 7 if rows_per_block * block_rows > 7 else 0)
-    k = 32 * block_cols
-    weight = block_pruned(n, k, (rows_per_block, 32), density, seed)
+    k = cols * block_cols
+    weight = block_pruned(n, k, (rows_per_block, cols), density, seed)
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(tokens, k, generator=generator).bfloat16()
     bias = torch.randn(n, generator=generator).bfloat16()
     residual = torch.randn(tokens, n, generator=generator).bfloat16() if with_residual else None
-    spec = amx_spec(n, k, rows_per_block, epilogue=epilogue, residual=with_residual)
+    spec = amx_spec(n, k, rows_per_block, cols=cols, epilogue=epilogue, residual=with_residual)
     arrays = pack_for("amx", weight.float().numpy(), spec.block, spec.parts, bias.float().numpy())
     y = bsr_linear(x, *[torch.from_numpy(a) for a in arrays.values()], residual, spec.to_json(), "layer")
     pre = x.double() @ weight.double().T + bias.double() + (residual.double() if with_residual else 0)

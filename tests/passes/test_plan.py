@@ -46,7 +46,7 @@ def test_float16_weight_gets_a_float16_kernel():
 
 
 def test_bfloat16_weight_gets_a_bfloat16_kernel():
-    weight = torch.from_numpy(pruned(768, 768, (32, 1), 0.1)).bfloat16()
+    weight = torch.from_numpy(pruned(768, 768, (32, 1), 0.05)).bfloat16()  # sparse enough for AMX CPUs too
     decision = choose(detect(weight), HOST)
     assert decision.kernel is not None and decision.kernel.dtype == "bfloat16"
 

@@ -117,7 +117,7 @@ def bfloat16_bits(values: np.ndarray) -> np.ndarray:
 
 
 def amx_tiles(bsr: BsrWeight) -> np.ndarray:
-    """The kept blocks (R x 32) as AMX weight tiles: int16 [nnzb, R/16, 16, 32] of bfloat16 bits,
+    """The kept blocks (R x C) as AMX weight tiles: int16 [nnzb, R/16, C/2, 32] of bfloat16 bits,
     tile o's row p holding outputs o*16..o*16+15 each as the pair of columns (2p, 2p+1), the
     pair-interleaved layout TDPBF16PS reads its second operand in."""
     r, c = bsr.block

@@ -1,13 +1,16 @@
-"""The BSR linear kernel on Intel AMX tiles, for bfloat16 models with R x 32 blocks.
+"""The BSR linear kernel on Intel AMX tiles, for bfloat16 models with R x C blocks.
 
 On a CPU with AMX, PyTorch's dense bfloat16 linear runs 4.6x its float32 speed,
 and the float32-computing kernels of bsr_linear_cpu lose to it below 10%
 density. This kernel multiplies on the tiles themselves (TDPBF16PS: 16x16
-outputs += 16x32 by 32x16 bfloat16, float32 accumulation, RNE, denormals
-flushed): a block of R x 32 weights is one or two 16-row tiles, prepacked in
-the pair-interleaved ("VNNI") layout the instruction reads, and the matching
-32 columns of 16 rows of X are one tile loaded straight from X (no gather, no
-transpose: why the block must be 32 columns wide).
+outputs += 16xC by Cx16 bfloat16, float32 accumulation, RNE, denormals
+flushed): a block of R x C weights (R 16 or 32, C 2 to 32) is one or two tiles
+of C/2 rows, prepacked in the pair-interleaved ("VNNI") layout the instruction
+reads, and the matching C columns of 16 rows of X are one tile loaded straight
+from X (no gather, no transpose: why the block must be at least 2 columns wide,
+and no wider than a tile's 64-byte rows). A narrow block costs nearly as much
+as a wide one (a tile multiply has a fixed cost), so per weight 32x32 is the
+fastest and 32x2 3.6 times slower, still faster than the float32 kernels.
 
 Layout "amx": the work is (32 rows of X, part of the block rows) pairs, with
 four accumulator tiles (2 x 16 rows of X by R/16 x 16 outputs), two tiles of X
@@ -27,7 +30,7 @@ import ctypes
 import functools
 import platform
 
-from sparsepass.codegen.epilogue import finisher
+from sparsepass.codegen.epilogue import finisher, result_fn
 from sparsepass.codegen.spec import KernelSpec
 from sparsepass.codegen.tvm_api import T
 
@@ -37,14 +40,16 @@ ENTRY = "bsr_linear"
 #: Rows of X per unit of work: two 16-row tiles.
 TOKENS = 32
 
-#: Block width the kernel needs: one tile row of bfloat16 (64 bytes).
-BLOCK_COLS = 32
+#: Block widths it takes: the K of one multiply (a tile row of X holds a block's columns; 32 fill
+#: its 64 bytes, narrower blocks run narrower, cheaper multiplies).
+BLOCK_COLS = (2, 4, 8, 16, 32)
 
 #: Block heights it takes: one or two 16-row tiles of outputs.
 BLOCK_ROWS = (16, 32)
 
-#: LLVM features the kernel is compiled with.
-FEATURES = ("+amx-tile", "+amx-bf16")
+#: LLVM features the kernel is compiled with (every CPU with AMX-BF16 has AVX512-BF16, whose
+#: VCVTNE2PS2BF16 rounds the results: a sixth of the instructions of the rounding TVM emits).
+FEATURES = ("+amx-tile", "+amx-bf16", "+avx512bf16")
 
 #: TVM pass configuration the kernel is compiled with: StorageRewrite would hoist each thread's
 #: tile configuration and accumulator buffers out of the parallel launch, sharing them between
@@ -52,15 +57,21 @@ FEATURES = ("+amx-tile", "+amx-bf16")
 PASS_CONFIG = {"tirx.disable_storage_rewrite": True}
 
 
+def takes_block(rows: int, cols: int, in_features: int) -> bool:
+    """Whether the kernel runs blocks of ``rows x cols`` over ``in_features`` columns."""
+    return rows in BLOCK_ROWS and cols in BLOCK_COLS and in_features % cols == 0
+
+
 def unsupported_reason(spec: KernelSpec) -> str | None:
     """Why ``spec`` cannot use the AMX kernel, or None."""
     r, c = spec.block
     if spec.dtype != "bfloat16":
         return f"AMX tiles take bfloat16 activations, not {spec.dtype}"
-    if r not in BLOCK_ROWS or c != BLOCK_COLS:
-        return f"block {r}x{c}: the AMX kernel takes {' or '.join(f'{h}x{BLOCK_COLS}' for h in BLOCK_ROWS)}"
-    if spec.in_features % BLOCK_COLS:
-        return f"in_features {spec.in_features} is not a multiple of {BLOCK_COLS}"
+    if r not in BLOCK_ROWS or c not in BLOCK_COLS:
+        return (f"block {r}x{c}: the AMX kernel takes {' or '.join(map(str, BLOCK_ROWS))} rows by "
+                f"{', '.join(map(str, BLOCK_COLS))} columns")
+    if spec.in_features % c:
+        return f"in_features {spec.in_features} is not a multiple of {c} (the block's columns)"
     return None
 
 
@@ -94,17 +105,27 @@ def _intrinsic(name: str, *args):
     return T.evaluate(T.call_llvm_intrin("void", f"llvm.x86.{name}", *args))
 
 
+def _rounded(*halves):
+    """The bfloat16 bits (int16 lanes) of float32 vectors of 16 lanes each: one, or two
+    concatenated. Round to nearest even like PyTorch, but denormals flush to zero (as TDPBF16PS
+    treats them anyway)."""
+    if len(halves) == 1:
+        return T.call_llvm_pure_intrin("int16x16", "llvm.x86.avx512bf16.cvtneps2bf16.512", halves[0])
+    low, high = halves
+    return T.call_llvm_pure_intrin("int16x32", "llvm.x86.avx512bf16.cvtne2ps2bf16.512", high, low)
+
+
 def generate(spec: KernelSpec):
     """The PrimFunc for ``spec`` (layout "amx")."""
     reason = unsupported_reason(spec)
     if reason:
         raise ValueError(f"no AMX kernel for {spec}: {reason}")
     n, k = spec.out_features, spec.in_features
-    r, _ = spec.block
+    r, cols = spec.block
     nb, nparts = spec.block_rows, spec.parts
     halves = r // 16  # weight tiles per block (16 outputs each)
     short_last_row = n % r
-    finish = finisher(spec)
+    finish, result = finisher(spec), result_fn(spec)
     tt = TOKENS
 
     def is_short_row(bn):
@@ -113,19 +134,22 @@ def generate(spec: KernelSpec):
     # Tile registers: X 0-1, weights 2-3, accumulators 4-7 (X half a, weight half o: 4 + a * halves + o).
 
     def tile_rows(tile, rows0, rows1):
-        # Rows of a tile: weights 16; X and accumulators those of their half of X (at least 1).
+        # Rows of a tile: weights one per pair of columns; X and accumulators those of their half
+        # of X (at least 1).
         if tile in (2, 3):
-            return T.uint8(16)
+            return T.uint8(cols // 2)
         half = tile if tile < 2 else (tile - 4) // halves
         return T.Cast("uint8", rows0) if half == 0 else T.Cast("uint8", T.max(rows1, 1))
 
     @T.macro
     def configure_tiles(config, rows0, rows1):
-        # Palette 1; tiles of 64-byte rows, 16 of them but where X has fewer rows left.
+        # Palette 1; X tiles of rows as wide as a block (2 bytes a column), the others of 64-byte rows.
         for i in range(64):
             config[i] = T.uint8(0)
         config[0] = T.uint8(1)
-        for tile in range(8):
+        config[16] = T.uint8(2 * cols)
+        config[18] = T.uint8(2 * cols)
+        for tile in range(2, 8):
             config[16 + 2 * tile] = T.uint8(64)
         config[48] = tile_rows(0, rows0, rows1)
         config[49] = tile_rows(1, rows0, rows1)
@@ -141,7 +165,7 @@ def generate(spec: KernelSpec):
         return (M + tt - 1) // tt * nparts  # (32 rows of X, part) pairs
 
     @T.macro
-    def block_row(X, data, indices, indptr, bias, R, Y, acc, M, m0, bn):
+    def block_row(X, data, indices, indptr, bias, R, Y, Ybits, acc, out, M, m0, bn):
         # Y[m0:m0+32, bn*R:(bn+1)*R]: the block row's blocks on the tiles, then stored with bias,
         # residual and epilogue through ``acc``.
         for c in T.unroll(2 * halves):
@@ -150,7 +174,7 @@ def generate(spec: KernelSpec):
             for a in T.unroll(2):
                 if T.Cast("int64", a) * 16 < M - m0:
                     _intrinsic("tileloadd64", T.int8(a),
-                               T.address_of(X[m0 + a * 16, indices[indptr[bn] + j] * 32]), T.int64(k * 2))
+                               T.address_of(X[m0 + a * 16, indices[indptr[bn] + j] * cols]), T.int64(k * 2))
             for o in T.unroll(halves):
                 _intrinsic("tileloadd64", T.int8(2 + o), T.address_of(data[indptr[bn] + j, o, 0, 0]), T.int64(64))
             for a in T.unroll(2):
@@ -168,8 +192,12 @@ def generate(spec: KernelSpec):
                     for v in range(short_last_row):
                         Y[m0 + u, bn * r + v] = finish(acc[u, v] + bias[bn * r + v], R, (m0 + u, bn * r + v))
                 else:
-                    for v in T.vectorized(r):
-                        Y[m0 + u, bn * r + v] = finish(acc[u, v] + bias[bn * r + v], R, (m0 + u, bn * r + v))
+                    for h in T.unroll(halves):
+                        for v in T.vectorized(16):
+                            out[h * 16 + v] = result(acc[u, h * 16 + v] + bias[bn * r + h * 16 + v], R,
+                                                     (m0 + u, bn * r + h * 16 + v))
+                    Ybits[m0 + u, T.Ramp(T.Cast("int64", bn) * r, T.int64(1), r)] = _rounded(
+                        *[out[T.Ramp(T.int64(h * 16), T.int64(1), 16)] for h in range(halves)])
 
     @T.prim_func
     def kernel(x: T.handle, d: T.handle, ind: T.handle, ptr: T.handle, prt: T.handle,
@@ -179,7 +207,7 @@ def generate(spec: KernelSpec):
         M = T.int64()
         NNZB = T.int64()
         X = T.match_buffer(x, (M, k), "bfloat16", align=4, offset_factor=1)
-        data = T.match_buffer(d, (NNZB, halves, 16, 32), "int16", align=4)
+        data = T.match_buffer(d, (NNZB, halves, cols // 2, 32), "int16", align=4)
         indices = T.match_buffer(ind, (NNZB,), "int32", align=4)
         indptr = T.match_buffer(ptr, (nb + 1,), "int32", align=4)
         parts = T.match_buffer(prt, (nparts + 1,), "int32", align=4)
@@ -187,11 +215,13 @@ def generate(spec: KernelSpec):
         R = T.match_buffer(res, (M, n) if spec.residual else (1,), "bfloat16" if spec.residual else "float32",
                            align=4, offset_factor=1)
         Y = T.match_buffer(y, (M, n), "bfloat16", align=4, offset_factor=1)
+        Ybits = T.decl_buffer((M, n), "int16", data=Y.data, elem_offset=Y.elem_offset)  # Y, stored as bits
         # (32 rows of X, part) pairs on the parallel loop; each thread's task configures its
         # tiles once (and again for the ragged last rows of X) and releases them at the end.
         with T.attr(0, "pragma_parallel_launch_point", 1):
             config = T.alloc_buffer((64,), "uint8", align=64)
             acc = T.alloc_buffer((tt, r), "float32", align=64)
+            out = T.alloc_buffer((r,), "float32", align=64)  # one row's results, to be rounded
             configured = T.alloc_buffer((1,), "int64")  # rows of X the tiles are configured for
             configured[0] = T.int64(0)
             for t in T.parallel(units(M)):
@@ -200,7 +230,7 @@ def generate(spec: KernelSpec):
                     configure_tiles(config, T.min(M - m0, 16), T.min(M - m0 - 16, 16))
                     configured[0] = T.min(M - m0, tt)
                 for q in range(parts[t % nparts + 1] - parts[t % nparts]):
-                    block_row(X, data, indices, indptr, bias, R, Y, acc, M, m0, parts[t % nparts] + q)
+                    block_row(X, data, indices, indptr, bias, R, Y, Ybits, acc, out, M, m0, parts[t % nparts] + q)
             _intrinsic("tilerelease")
 
     return kernel

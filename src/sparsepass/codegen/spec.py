@@ -24,7 +24,7 @@ EPILOGUES = ("none", "relu", "relu6", "gelu", "gelu_tanh", "silu", "tanh")
 #: Loop layouts: "rows" vectorises over a block's rows (tall blocks, R >= 8);
 #: "tokens" vectorises over rows of X (short blocks and unstructured); "channels" is
 #: "tokens" for a 1x1 conv in NCHW: X is [N, K, M] and Y [N, N_out, M], no transposes;
-#: "amx" multiplies bfloat16 R x 32 blocks on Intel AMX tiles (bsr_linear_amx).
+#: "amx" multiplies bfloat16 R x C blocks (C = 2..32) on Intel AMX tiles (bsr_linear_amx).
 LAYOUTS = ("rows", "tokens", "channels", "amx")
 
 

@@ -42,10 +42,20 @@ class CostModel:
         (convs 1.1-3.8x), with AVX-512 BF16 only 0.7x (convs 0.5-1.3x: 1.0 taken), with neither
         0.26x (convs 0.25-0.45x); float16 with AVX-512 FP16 1.1x (convs 0.5-1.0x), without it
         0.13x (convs 0.02-0.04x: PyTorch converts). AMX-FP16 is assumed as fast as AMX-BF16
-    amx : the AMX kernel ("amx" layout, bfloat16 R x 32 blocks) per stored element, in the same
-        units, for R = 16 and 32: 32x32 1.8-2.1 measured on the Sapphire Rapids-class VM at 10-20%
-        density (4.5-5.3x and 2.9x over PyTorch's AMX dense bfloat16 linear on BERT FFN shapes),
-        16x32 0.7 of that; the lower is taken
+    amx : the AMX kernel ("amx" layout, bfloat16 R x C blocks) per stored element of a 32x32
+        block, in the same units: 1.8-2.1 measured on the Sapphire Rapids-class VM at 10-20%
+        density (4.5-5.3x and 2.9x over PyTorch's AMX dense bfloat16 linear on BERT FFN shapes);
+        the lower is taken
+    amx_block_columns : a block's fixed cost on AMX (its tile loads and multiply issue), in
+        columns: a block of C columns costs as much as C + this. Fitted to BERT FFN linears at 10%
+        (one thread, side by side): per stored element 32x16 1.1x 32x32's time, 32x8 1.4x, 32x4
+        2.1x, 32x2 3.6x
+    amx_half_height : the efficiency of 16-row blocks relative to 32-row ones (16x32 1.1x, 16x16
+        1.4x and 16x8 1.8x the time per element of 32x32)
+    float32_kernels_on_amx_cpus : the "rows" and "tokens" kernels' efficiency on a CPU with AMX
+        relative to the Zen 5 the rest was fitted on. On the Sapphire Rapids-class VM, 32x1 at 10%
+        and 20% ran 7.1x and 3.5x PyTorch's float32 FFN where the model said 11.7x and 5.9x (0.6),
+        and in bfloat16 1.15x and 0.75x PyTorch's AMX dense where it said 2.5x and 1.3x (0.5)
     call_overhead : fixed cost of one kernel call, in multiply-adds at peak
     min_speedup : a sparse kernel must beat dense by this factor to be chosen
     """
@@ -57,7 +67,10 @@ class CostModel:
     dense_half: tuple[tuple[str, str, float], ...] = (
         ("bfloat16", "amx-bf16", 4.6), ("bfloat16", "avx512bf16", 1.0), ("bfloat16", "", 0.45),
         ("float16", "amx-fp16", 4.6), ("float16", "avx512fp16", 1.1), ("float16", "", 0.15))
-    amx: tuple[float, float] = (1.3, 1.8)
+    amx: float = 1.8
+    amx_block_columns: float = 7.0
+    amx_half_height: float = 0.85
+    float32_kernels_on_amx_cpus: float = 0.5
     call_overhead: float = 2.0e5
     min_speedup: float = 1.25
     vector_lanes: int = 16
@@ -70,6 +83,10 @@ class CostModel:
 
     def tokens_efficiency(self, r: int) -> float:
         return self.tokens[min(int(math.log2(r)), len(self.tokens) - 1)]
+
+    def float32_kernel_factor(self, target: dict) -> float:
+        """How the float32-computing kernels fare on ``target`` relative to the fitted model."""
+        return self.float32_kernels_on_amx_cpus if "amx-bf16" in half_precision_features(target) else 1.0
 
     def dense_speedup(self, dtype: str, target: dict) -> float:
         """How much faster PyTorch runs a dense layer in ``dtype`` than in float32 on ``target``."""
@@ -146,24 +163,24 @@ def _tile(layout: str, r: int, tokens: int = DEFAULT_TOKENS, target: dict | None
 def _amx_usable(structure: Structure, target: dict) -> bool:
     """Whether bfloat16 weights can run on AMX tiles on ``target`` (on this machine: whether Linux
     grants the tile state too)."""
-    return (structure.dtype == "bfloat16" and structure.shape[1] % bsr_linear_amx.BLOCK_COLS == 0
-            and "amx-bf16" in half_precision_features(target)
+    return (structure.dtype == "bfloat16" and "amx-bf16" in half_precision_features(target)
             and (not is_host(target) or bsr_linear_amx.tile_permission()))
 
 
-def _candidates(structure: Structure, tokens: int, cost: CostModel, amx: bool):
+def _candidates(structure: Structure, tokens: int, cost: CostModel, amx: bool, float32_factor: float = 1.0):
     for fit in structure.fits:
         if not spans_needed(fit, structure.shape):
             continue
         r, c = fit.shape
-        work = max(fit.stored, 1) * tokens
+        work = max(fit.stored, 1) * tokens / float32_factor
         if r >= 8:
             yield work / cost.rows_efficiency(r) + cost.call_overhead, "rows", fit
         if r <= 8:
             yield work / cost.tokens_efficiency(r) + cost.call_overhead, "tokens", fit
-        if amx and r in bsr_linear_amx.BLOCK_ROWS and c == bsr_linear_amx.BLOCK_COLS:
+        if amx and bsr_linear_amx.takes_block(r, c, structure.shape[1]):
             padded = -(-tokens // bsr_linear_amx.TOKENS) * bsr_linear_amx.TOKENS  # whole tiles of X
-            efficiency = cost.amx[bsr_linear_amx.BLOCK_ROWS.index(r)]
+            efficiency = cost.amx * c / (c + cost.amx_block_columns) \
+                * (32 + cost.amx_block_columns) / 32 * (1.0 if r == 32 else cost.amx_half_height)
             yield max(fit.stored, 1) * padded / efficiency + cost.call_overhead, "amx", fit
 
 
@@ -215,7 +232,7 @@ def choose(
     """Choose the kernel for a linear layer with weight ``structure`` on ``target``.
 
     A half-precision weight gets a kernel that reads and writes its dtype (computing in float32,
-    or, for bfloat16 R x 32 blocks on a CPU with AMX, on AMX tiles unless ``allow_amx`` is off)."""
+    or, for bfloat16 R x C blocks (C >= 2) on a CPU with AMX, on AMX tiles unless ``allow_amx`` is off)."""
     refusal = _dtype_refusal(structure.dtype, target)
     if refusal:
         return _dense(refusal)
@@ -228,7 +245,8 @@ def choose(
     n, k = structure.shape
     dense_cost = n * k * tokens / (cost.dense * cost.dense_speedup(structure.dtype, target))
     sparse_cost, layout, fit = min(  # ties go to the coarser block
-        _candidates(structure, tokens, cost, allow_amx and _amx_usable(structure, target)), key=lambda c: (c[0], -c[2].rows * c[2].cols))
+        _candidates(structure, tokens, cost, allow_amx and _amx_usable(structure, target),
+                    cost.float32_kernel_factor(target)), key=lambda c: (c[0], -c[2].rows * c[2].cols))
     if sparse_cost * cost.min_speedup > dense_cost:
         return _dense(
             f"density {structure.density:.2f}: best sparse kernel ({fit.rows}x{fit.cols} "
