@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_threads.py
 	$(PY) benchmarks/bench_half.py
 	$(PY) benchmarks/bench_bert_layer_half.py
+	$(PY) benchmarks/bench_amx_blocks.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis

@@ -1,7 +1,7 @@
 """A whole BERT-base encoder layer in bfloat16, 128 tokens, pruned at 90%: PyTorch vs sparsepass.
 
 What a user with a bfloat16 BERT on a CPU gets: every linear of the layer pruned to the same
-blocks (32x32 and 16x32 run on AMX tiles where the CPU has AMX, 32x1 on the float32-computing
+blocks (32x32, 16x32 and 32x8 run on AMX tiles where the CPU has AMX, 32x1 on the float32-computing
 "rows" kernel), then `sparsify_graph`; attention's own matmuls, softmax and LayerNorm stay
 PyTorch's. Side by side in one run (interleaved medians): PyTorch's bfloat16 layer (oneDNN, on
 AMX where present), PyTorch's float32 layer, and the sparsified bfloat16 layer; the largest
@@ -25,7 +25,7 @@ from sparsepass import frontends, passes, prune
 from sparsepass.codegen.target import canonical_target, half_precision_features
 from sparsepass.testing.timing import interleaved_median_ms
 
-BLOCKS = {"32x32": (32, 32), "16x32": (16, 32), "32x1": (32, 1)}
+BLOCKS = {"32x32": (32, 32), "16x32": (16, 32), "32x8": (32, 8), "32x1": (32, 1)}
 
 
 @torch.no_grad()

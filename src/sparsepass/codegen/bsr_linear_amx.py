@@ -10,7 +10,7 @@ reads, and the matching C columns of 16 rows of X are one tile loaded straight
 from X (no gather, no transpose: why the block must be at least 2 columns wide,
 and no wider than a tile's 64-byte rows). A narrow block costs nearly as much
 as a wide one (a tile multiply has a fixed cost), so per weight 32x32 is the
-fastest and 32x2 3.6 times slower, still faster than the float32 kernels.
+fastest and 32x2 3.3-4.1 times slower, still faster than the float32 kernels.
 
 Layout "amx": the work is (32 rows of X, part of the block rows) pairs, with
 four accumulator tiles (2 x 16 rows of X by R/16 x 16 outputs), two tiles of X

@@ -1,0 +1,66 @@
+"""bfloat16 BERT-base linears pruned to blocks of every width the AMX kernel takes, vs PyTorch.
+
+Each of BERT's FFN linears (768 -> 3072 and 3072 -> 768, 128 tokens) pruned to R x C blocks at
+one density, converted to bfloat16 and sparsified; PyTorch's bfloat16 dense linear (oneDNN, on
+AMX where the CPU has it) and every sparsified one are timed side by side in one run, one thread
+(interleaved medians). 32x1, which the AMX kernel cannot take, shows the float32-computing
+"rows" kernel for comparison. The kernel column says what the planner chose.
+
+    python benchmarks/bench_amx_blocks.py [--repeats N] [--density D]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+
+import torch
+import torch.fx as fx
+
+from sparsepass import passes, prune
+from sparsepass.codegen.target import canonical_target, half_precision_features
+from sparsepass.testing import assert_equivalent
+from sparsepass.testing.timing import interleaved_median_ms
+
+SHAPES = ((768, 3072), (3072, 768))  # (in, out): fc1, fc2
+BLOCKS = ((32, 32), (32, 16), (32, 8), (32, 4), (32, 2), (16, 32), (16, 16), (16, 8), (32, 1))
+TOKENS = 128
+
+
+def sparsified_linear(in_features: int, out_features: int, block, density: float):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(in_features, out_features)).eval()
+    prune.prune_linears(model, block, density)
+    model = model.to(torch.bfloat16)
+    fast = passes.sparsify_graph(fx.symbolic_trace(model))
+    return model, fast, fast.sparsepass_report[0].kernel
+
+
+@torch.no_grad()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--density", type=float, default=0.1)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    features = sorted(half_precision_features(canonical_target()))
+    print(f"host half-precision units: {', '.join(features) or 'none'}; density {args.density}, "
+          f"{TOKENS} tokens, one thread, times in us")
+    for in_features, out_features in SHAPES:
+        x = torch.randn(TOKENS, in_features).bfloat16()
+        dense = torch.nn.Linear(in_features, out_features).eval().bfloat16()
+        calls, rows = [functools.partial(dense, x)], []
+        for block in BLOCKS:
+            model, fast, kernel = sparsified_linear(in_features, out_features, block, args.density)
+            assert_equivalent(model, fast, [x])
+            calls.append(functools.partial(fast, x))
+            rows.append((block, kernel))
+        times = interleaved_median_ms(calls, args.repeats)
+        print(f"{in_features} -> {out_features}: torch bf16 dense {times[0] * 1e3:.0f}")
+        print(f"{'block':>6} {'sparse':>7} {'vs dense':>8}  kernel")
+        for (block, kernel), ms in zip(rows, times[1:]):
+            print(f"{block[0]:>3}x{block[1]:<2} {ms * 1e3:>7.0f} {times[0] / ms:>7.2f}x  {kernel}")
+
+
+if __name__ == "__main__":
+    main()
