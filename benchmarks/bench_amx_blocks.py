@@ -3,10 +3,10 @@
 Each of BERT's FFN linears (768 -> 3072 and 3072 -> 768, 128 tokens) pruned to R x C blocks at
 one density, converted to bfloat16 and sparsified; PyTorch's bfloat16 dense linear (oneDNN, on
 AMX where the CPU has it) and every sparsified one are timed side by side in one run, one thread
-(interleaved medians). 32x1, which the AMX kernel cannot take, shows the float32-computing
+by default (interleaved medians). 32x1, which the AMX kernel cannot take, shows the float32-computing
 "rows" kernel for comparison. The kernel column says what the planner chose.
 
-    python benchmarks/bench_amx_blocks.py [--repeats N] [--density D]
+    python benchmarks/bench_amx_blocks.py [--repeats N] [--density D] [--threads T]
 """
 
 from __future__ import annotations
@@ -41,11 +41,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--density", type=float, default=0.1)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     features = sorted(half_precision_features(canonical_target()))
     print(f"host half-precision units: {', '.join(features) or 'none'}; density {args.density}, "
-          f"{TOKENS} tokens, one thread, times in us")
+          f"{TOKENS} tokens, {args.threads} thread(s), times in us")
     for in_features, out_features in SHAPES:
         x = torch.randn(TOKENS, in_features).bfloat16()
         dense = torch.nn.Linear(in_features, out_features).eval().bfloat16()
