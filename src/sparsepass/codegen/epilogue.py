@@ -144,14 +144,13 @@ def epilogue_fn(name: str):
         raise ValueError(f"unknown epilogue {name!r}; expected one of {sorted(_EPILOGUES)}") from None
 
 
-def result_fn(spec, lanes: int = 1):
-    """For a BSR KernelSpec: the float32 result of an accumulator (of ``lanes`` lanes),
-    ``act(acc + R[at])`` with a residual, else ``act(acc)`` (for kernels that round it to Y's
-    dtype themselves)."""
+def result_fn(spec):
+    """For a BSR KernelSpec: the float32 result of an accumulator, ``act(acc + R[at])`` with a
+    residual, else ``act(acc)`` (for kernels that round it to Y's dtype themselves)."""
     act = epilogue_fn(spec.epilogue)
 
     def result(value, R, at):
-        return act(value + widen(R[at], spec.dtype, lanes)) if spec.residual else act(value)
+        return act(value + widen(R[at], spec.dtype)) if spec.residual else act(value)
 
     return result
 

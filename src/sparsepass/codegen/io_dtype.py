@@ -24,10 +24,9 @@ def check_io_dtype(dtype: str) -> None:
         raise ValueError(f"activation dtype {dtype!r} is not supported; expected one of {IO_DTYPES}")
 
 
-def widen(value, dtype: str, lanes: int = 1):
-    """A value (of ``lanes`` lanes) read from a ``dtype`` buffer, as the float32 the kernel
-    computes in."""
-    return value if dtype == "float32" else tirx.Cast("float32" if lanes == 1 else f"float32x{lanes}", value)
+def widen(value, dtype: str):
+    """A value read from a ``dtype`` buffer, as the float32 the kernel computes in."""
+    return value if dtype == "float32" else tirx.Cast("float32", value)
 
 
 def narrow(value, dtype: str):
