@@ -3,19 +3,20 @@
 Each of BERT's FFN linears (768 -> 3072 and 3072 -> 768, 128 tokens) pruned to R x C blocks at
 one density, converted to bfloat16 and sparsified; PyTorch's bfloat16 dense linear (oneDNN, on
 AMX where the CPU has it) and every sparsified one are timed side by side in one run, one thread
-by default (interleaved medians). 32x1, which the AMX kernel cannot take, shows the float32-computing
-"rows" kernel for comparison. The kernel column says what the planner chose.
+by default (interleaved medians; ideal: PyTorch's dense time x the density). 32x1, which the
+AMX kernel cannot take, shows the float32-computing "rows" kernel for comparison. The kernel
+column says what the planner chose.
 
     python benchmarks/bench_amx_blocks.py [--repeats N] [--density D] [--threads T]
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 
 import torch
 import torch.fx as fx
+from layer_bench_args import parse_layer_bench_args
 
 from sparsepass import passes, prune
 from sparsepass.codegen.target import canonical_target, half_precision_features
@@ -38,12 +39,7 @@ def sparsified_linear(in_features: int, out_features: int, block, density: float
 
 @torch.no_grad()
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=100)
-    parser.add_argument("--density", type=float, default=0.1)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_layer_bench_args(__doc__)
     features = sorted(half_precision_features(canonical_target()))
     print(f"host half-precision units: {', '.join(features) or 'none'}; density {args.density}, "
           f"{TOKENS} tokens, {args.threads} thread(s), times in us")
@@ -57,7 +53,8 @@ def main() -> None:
             calls.append(functools.partial(fast, x))
             rows.append((block, kernel))
         times = interleaved_median_ms(calls, args.repeats)
-        print(f"{in_features} -> {out_features}: torch bf16 dense {times[0] * 1e3:.0f}")
+        print(f"{in_features} -> {out_features}: torch bf16 dense {times[0] * 1e3:.0f}, "
+              f"ideal (dense x density) {times[0] * args.density * 1e3:.0f}")
         print(f"{'block':>6} {'sparse':>7} {'vs dense':>8}  kernel")
         for (block, kernel), ms in zip(rows, times[1:]):
             print(f"{block[0]:>3}x{block[1]:<2} {ms * 1e3:>7.0f} {times[0] / ms:>7.2f}x  {kernel}")

@@ -88,9 +88,13 @@ def test_amx_kernel_refuses_what_it_cannot_run(block, dtype, k, reason):
 def test_planner_takes_amx_for_bfloat16_blocks_2_to_32_wide_only_where_the_cpu_has_it():
     weight = block_pruned(768, 768, (32, 32), 0.1, 0)
     assert choose(detect(weight), SAPPHIRE_RAPIDS).kernel.layout == "amx"
-    for block in [(32, 8), (16, 16), (32, 4)]:
+    speedups = []
+    for block in [(32, 16), (32, 8), (32, 4)]:  # narrower blocks: same weights, more tile multiplies
         decision = choose(detect(block_pruned(768, 768, block, 0.1, 0)), SAPPHIRE_RAPIDS)
         assert (decision.kernel.layout, decision.kernel.block) == ("amx", block)
+        speedups.append(decision.estimated_speedup)
+    assert speedups == sorted(speedups, reverse=True) and speedups[0] > 1.5 * speedups[-1]
+    assert choose(detect(block_pruned(768, 768, (16, 16), 0.1, 0)), SAPPHIRE_RAPIDS).kernel.block == (16, 16)
     assert choose(detect(weight), ZEN4).kernel.layout == "rows"
     assert choose(detect(weight.float()), SAPPHIRE_RAPIDS).kernel.layout == "rows"  # float32: no AMX
     narrow = block_pruned(768, 768, (32, 1), 0.05, 0)  # 32x32 blocks would store most of it

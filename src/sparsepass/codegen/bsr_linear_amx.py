@@ -20,8 +20,9 @@ is written in its dtype. Each thread configures its tiles once per call (the
 parallel launch is explicit, so that code runs per thread: LDTILECFG costs
 about as much as a 10%-dense block row), and again where fewer than 32 rows
 of X are left, with as many rows (X is never read past its end). Tile
-registers take immediates, so the loops over tiles are unrolled at parse time. The intrinsics take only integers and pointers, so no
-bfloat16 arithmetic reaches TVM (which cannot emit bfloat16 vector operands).
+registers take immediates, so the loops over tiles are unrolled at parse time.
+The intrinsics take only integers and pointers, so no bfloat16 arithmetic
+reaches TVM (which cannot emit bfloat16 vector operands).
 """
 
 from __future__ import annotations

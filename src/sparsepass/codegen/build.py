@@ -67,10 +67,9 @@ def _uses_amx(spec) -> bool:
 def compile_spec(spec) -> "tvm.runtime.Executable":
     """Compile ``spec`` for its target (no cache)."""
     _, entry = _generator(spec)
-    if _uses_amx(spec):
-        return compile_module({entry: primfunc(spec)}, tvm_target(bsr_linear_amx.compile_target(spec.target_dict)),
-                              bsr_linear_amx.PASS_CONFIG)
-    return compile_module({entry: primfunc(spec)}, tvm_target(spec.target_dict))
+    amx = _uses_amx(spec)
+    target = bsr_linear_amx.compile_target(spec.target_dict) if amx else spec.target_dict
+    return compile_module({entry: primfunc(spec)}, tvm_target(target), bsr_linear_amx.PASS_CONFIG if amx else None)
 
 
 def get_kernel(spec) -> Callable:

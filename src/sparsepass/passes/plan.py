@@ -84,6 +84,11 @@ class CostModel:
     def tokens_efficiency(self, r: int) -> float:
         return self.tokens[min(int(math.log2(r)), len(self.tokens) - 1)]
 
+    def amx_efficiency(self, r: int, c: int) -> float:
+        """The AMX kernel's rate on R x C blocks: ``amx`` at 32x32, less for narrower or shorter."""
+        width = c / (c + self.amx_block_columns) * (32 + self.amx_block_columns) / 32
+        return self.amx * width * (1.0 if r == 32 else self.amx_half_height)
+
     def float32_kernel_factor(self, target: dict) -> float:
         """How the float32-computing kernels fare on ``target`` relative to the fitted model."""
         return self.float32_kernels_on_amx_cpus if "amx-bf16" in half_precision_features(target) else 1.0
@@ -179,9 +184,7 @@ def _candidates(structure: Structure, tokens: int, cost: CostModel, amx: bool, f
             yield work / cost.tokens_efficiency(r) + cost.call_overhead, "tokens", fit
         if amx and bsr_linear_amx.takes_block(r, c, structure.shape[1]):
             padded = -(-tokens // bsr_linear_amx.TOKENS) * bsr_linear_amx.TOKENS  # whole tiles of X
-            efficiency = cost.amx * c / (c + cost.amx_block_columns) \
-                * (32 + cost.amx_block_columns) / 32 * (1.0 if r == 32 else cost.amx_half_height)
-            yield max(fit.stored, 1) * padded / efficiency + cost.call_overhead, "amx", fit
+            yield max(fit.stored, 1) * padded / cost.amx_efficiency(r, c) + cost.call_overhead, "amx", fit
 
 
 def _choose_gpu(structure: Structure, target: dict, epilogue: str, cost: GpuCostModel) -> Decision:

@@ -3,9 +3,10 @@
 For a Linear layer of shape [N, K] at a target density, every candidate block
 shape is priced by the planner's cost model on a synthetic weight with that
 structure (the same `plan.choose` sparsify_graph will use), and the fastest
-is chosen. A bfloat16 layer on a CPU with AMX also weighs blocks 32 columns wide, which
-run on AMX tiles (the planner prices them so). A 3x3 conv is pruned by whole kernels (blocks of 1 x 9 over its
-[out, in*9] matrix): the connectivity sparsity the pattern conv kernel skips.
+is chosen. A bfloat16 layer on a CPU with AMX also weighs blocks 32 columns
+wide, which run on AMX tiles (the planner prices them so). A 3x3 conv is pruned
+by whole kernels (blocks of 1 x 9 over its [out, in*9] matrix): the
+connectivity sparsity the pattern conv kernel skips.
 """
 
 from __future__ import annotations
