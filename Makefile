@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_half.py
 	$(PY) benchmarks/bench_bert_layer_half.py
 	$(PY) benchmarks/bench_amx_blocks.py
+	$(PY) benchmarks/bench_float32_in_bfloat16.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis

@@ -20,6 +20,9 @@ settings.register_profile(
 )
 settings.register_profile("dev", max_examples=40, deadline=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
+# A long randomised hunt for bugs, not for CI: HYPOTHESIS_PROFILE=fuzz pytest -k <area>.
+settings.register_profile("fuzz", max_examples=300, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 

@@ -30,9 +30,9 @@ SAPPHIRE_RAPIDS = {"kind": "llvm", "mcpu": "sapphirerapids", "mtriple": "x86_64-
 ZEN4 = {"kind": "llvm", "mcpu": "znver4", "mtriple": "x86_64-linux-gnu"}
 
 
-def amx_spec(n, k, rows_per_block, target=HOST, cols=32, **fields) -> KernelSpec:
+def amx_spec(n, k, rows_per_block, target=HOST, cols=32, dtype="bfloat16", **fields) -> KernelSpec:
     return KernelSpec.make(out_features=n, in_features=k, block=(rows_per_block, cols), layout="amx",
-                           tile=bsr_linear_amx.TOKENS, dtype="bfloat16", target=target, **fields)
+                           tile=bsr_linear_amx.TOKENS, dtype=dtype, target=target, **fields)
 
 
 def block_pruned(n, k, block, density, seed) -> torch.Tensor:
@@ -66,18 +66,22 @@ def test_amx_tiles_pair_columns_of_each_16_outputs(cols):
 @pytest.mark.parametrize("spec", [amx_spec(32, 64, 16, epilogue="relu", residual=True),
                                   amx_spec(80, 96, 32, epilogue="gelu"),
                                   amx_spec(64, 32, 32, target=SAPPHIRE_RAPIDS),
-                                  amx_spec(64, 40, 32, cols=4)])
+                                  amx_spec(64, 40, 32, cols=4),
+                                  amx_spec(64, 48, 16, cols=8, dtype="float32", epilogue="gelu")])
 def test_amx_kernel_compiles_to_tile_instructions_on_any_x86(spec):
     executable = compile_spec(spec)
     assembly = executable.mod.inspect_source("asm")
     for instruction in ("ldtilecfg", "tileloadd", "tdpbf16ps", "tilestored", "tilerelease"):
         assert instruction in assembly
+    if spec.dtype == "float32":  # X is rounded to bfloat16, 16 at a time, before the tiles load it
+        assert "vcvtneps2bf16" in assembly
 
 
 @pytest.mark.parametrize("block, dtype, k, reason", [
     ((32, 1), "bfloat16", 64, "block 32x1"), ((8, 32), "bfloat16", 64, "block 8x32"),
     ((32, 6), "bfloat16", 66, "block 32x6"), ((32, 32), "float16", 64, "bfloat16 activations"),
-    ((32, 32), "bfloat16", 48, "not a multiple of 32"), ((16, 8), "bfloat16", 44, "not a multiple of 8")])
+    ((32, 32), "bfloat16", 48, "not a multiple of 32"), ((16, 8), "bfloat16", 44, "not a multiple of 8"),
+    ((32, 8), "float32", 40, "not a multiple of 16")])
 def test_amx_kernel_refuses_what_it_cannot_run(block, dtype, k, reason):
     spec = KernelSpec.make(out_features=64, in_features=k, block=block, layout="amx", tile=32, dtype=dtype,
                            target=HOST)
@@ -150,3 +154,50 @@ def test_amx_kernel_gives_the_same_bits_on_one_thread_and_on_several(tokens):
     assert_rounded_once(outputs[0][0], torch.nn.functional.gelu(pre), bound)
     for y in outputs[0] + outputs[1]:
         assert torch.equal(y, outputs[0][0])
+
+
+@needs_amx
+@settings(max_examples=20, deadline=None)
+@given(st.sampled_from([16, 32]), st.sampled_from(bsr_linear_amx.BLOCK_COLS), st.integers(1, 4), st.integers(1, 4),
+       st.integers(1, 80), st.sampled_from([0.2, 0.5, 1.0]), st.sampled_from(["none", "relu", "gelu"]),
+       st.booleans(), st.integers(0, 2**16))
+def test_amx_kernel_multiplies_float32_as_pytorch_does_under_bf16_precision(
+        rows_per_block, cols, block_rows, block_cols, tokens, density, epilogue, with_residual, seed):
+    """float32 X and W rounded to bfloat16 (nearest even), products summed in float32, float32 Y:
+    PyTorch's linear under fp32_precision "bf16"; the bias and residual are added in float32."""
+    n = rows_per_block * block_rows - (seed % 7 if rows_per_block * block_rows > 7 else 0)
+    k = max(cols, 16) * block_cols  # whole runs of 16 columns for the rounding of X
+    weight = block_pruned(n, k, (rows_per_block, cols), density, seed).float() * 1.001  # not bfloat16 values
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(tokens, k, generator=generator)
+    bias = torch.randn(n, generator=generator)
+    residual = torch.randn(tokens, n, generator=generator) if with_residual else None
+    spec = amx_spec(n, k, rows_per_block, cols=cols, dtype="float32", epilogue=epilogue, residual=with_residual)
+    arrays = pack_for("amx", weight.numpy(), spec.block, spec.parts, bias.numpy())
+    y = bsr_linear(x, *[torch.from_numpy(a) for a in arrays.values()], residual, spec.to_json(), "layer")
+    xb, wb = x.bfloat16().double(), weight.bfloat16().double()
+    pre = xb @ wb.T + bias.double() + (residual.double() if with_residual else 0)
+    exact = {"none": pre, "relu": torch.relu(pre), "gelu": torch.nn.functional.gelu(pre)}[epilogue]
+    magnitude = xb.abs() @ wb.abs().T + bias.double().abs() + (residual.double().abs() if with_residual else 0)
+    bound = gamma(k + 2) * magnitude + (8 * 2.0**-24 * pre.abs() if epilogue == "gelu" else 0)
+    assert y.dtype == torch.float32
+    excess = (y.double() - exact).abs() - bound
+    assert not (excess > 0).any(), f"worst excess {float(excess.max()):.3g}"
+    exact_float32 = x.double() @ weight.double().T + bias.double() + (residual.double() if with_residual else 0)
+    if epilogue == "none" and density == 1.0 and k >= 64:  # bfloat16 products, not float32 ones
+        assert (y.double() - exact_float32).abs().max() > bound.max()
+
+
+def test_planner_takes_amx_for_float32_only_when_bfloat16_products_are_allowed():
+    weight = block_pruned(768, 3072, (32, 32), 0.1, 0).float()
+    allowed = choose(detect(weight), SAPPHIRE_RAPIDS, float32_in_bfloat16=True)
+    assert (allowed.kernel.layout, allowed.kernel.dtype) == ("amx", "float32")
+    assert "bfloat16 products" in allowed.reason
+    exact = choose(detect(weight), SAPPHIRE_RAPIDS)
+    assert exact.kernel.layout == "rows" and "bfloat16" not in exact.reason
+    # PyTorch's dense linear also multiplies in bfloat16 then: the bar the kernel must clear is higher.
+    assert allowed.dense_cost < exact.dense_cost
+    assert choose(detect(weight), ZEN4, float32_in_bfloat16=True).kernel.layout == "rows"  # no AMX
+    ragged = block_pruned(3072, 776, (32, 8), 0.1, 0).float()  # 776 columns: no whole runs of 16 to round
+    assert "amx" not in choose(detect(ragged), SAPPHIRE_RAPIDS, float32_in_bfloat16=True).reason
+    assert "amx" in choose(detect(ragged.bfloat16()), SAPPHIRE_RAPIDS).reason

@@ -131,6 +131,14 @@ def test_auto_structure_of_a_bfloat16_layer_is_amx_blocks_only_where_the_cpu_has
     assert zen["up"].cols == 1 and zen["up32"].cols == 1
 
 
+def test_auto_structure_of_a_float32_layer_is_amx_blocks_under_bf16_precision():
+    """Where float32 matmuls may multiply in bfloat16 (PyTorch's "bf16"), float32 layers run on AMX."""
+    layers = {"up32": nn.Linear(768, 3072)}
+    sapphire_rapids = {"kind": "llvm", "mcpu": "sapphirerapids", "mtriple": "x86_64-linux-gnu"}
+    assert prune.structure_choices(layers, 0.1, sapphire_rapids, float32_precision="bf16")["up32"].cols == 32
+    assert prune.structure_choices(layers, 0.1, sapphire_rapids, float32_precision="ieee")["up32"].cols == 1
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @torch.enable_grad()
 def test_half_precision_training_reaches_the_density_with_finite_weights(dtype):

@@ -23,6 +23,13 @@ of X are left, with as many rows (X is never read past its end). Tile
 registers take immediates, so the loops over tiles are unrolled at parse time.
 The intrinsics take only integers and pointers, so no bfloat16 arithmetic
 reaches TVM (which cannot emit bfloat16 vector operands).
+
+A float32 model runs here too when PyTorch's float32 matmul precision allows
+bfloat16 (``torch.backends.mkldnn.matmul.fp32_precision == "bf16"``, which
+``torch.set_float32_matmul_precision("medium")`` sets): what PyTorch's own
+linear then computes, bfloat16 products (X and W rounded to nearest even)
+summed in float32. X is rounded into a bfloat16 copy first (VCVTNE2PS2BF16,
+a pass as cheap as reading it), Y and the residual stay float32.
 """
 
 from __future__ import annotations
@@ -58,16 +65,27 @@ FEATURES = ("+amx-tile", "+amx-bf16", "+avx512bf16")
 PASS_CONFIG = {"tirx.disable_storage_rewrite": True}
 
 
-def takes_block(rows: int, cols: int, in_features: int) -> bool:
-    """Whether the kernel runs blocks of ``rows x cols`` over ``in_features`` columns."""
-    return rows in BLOCK_ROWS and cols in BLOCK_COLS and in_features % cols == 0
+#: Activation dtypes it reads and writes: bfloat16, and float32 multiplied in bfloat16.
+DTYPES = ("bfloat16", "float32")
+
+#: float32 X is rounded to bfloat16 in runs of this many columns (one VCVTNEPS2BF16).
+ROUNDING_RUN = 16
+
+
+def takes_block(rows: int, cols: int, in_features: int, dtype: str = "bfloat16") -> bool:
+    """Whether the kernel runs blocks of ``rows x cols`` over ``in_features`` columns of ``dtype``."""
+    return (rows in BLOCK_ROWS and cols in BLOCK_COLS and in_features % cols == 0 and dtype in DTYPES
+            and (dtype == "bfloat16" or in_features % ROUNDING_RUN == 0))
 
 
 def unsupported_reason(spec: KernelSpec) -> str | None:
     """Why ``spec`` cannot use the AMX kernel, or None."""
     r, c = spec.block
-    if spec.dtype != "bfloat16":
-        return f"AMX tiles take bfloat16 activations, not {spec.dtype}"
+    if spec.dtype not in DTYPES:
+        return f"AMX tiles take bfloat16 activations (or float32 ones rounded to it), not {spec.dtype}"
+    if spec.dtype == "float32" and spec.in_features % ROUNDING_RUN:
+        return (f"in_features {spec.in_features} is not a multiple of {ROUNDING_RUN} (float32 X is rounded "
+                f"to bfloat16 {ROUNDING_RUN} columns at a time)")
     if r not in BLOCK_ROWS or c not in BLOCK_COLS:
         return (f"block {r}x{c}: the AMX kernel takes {' or '.join(map(str, BLOCK_ROWS))} rows by "
                 f"{', '.join(map(str, BLOCK_COLS))} columns")
@@ -128,6 +146,8 @@ def generate(spec: KernelSpec):
     short_last_row = n % r
     finish, result = finisher(spec), result_fn(spec)
     tt = TOKENS
+    dt = spec.dtype
+    rounds_x = dt == "float32"  # X rounded into a bfloat16 copy; Y written as float32
 
     def is_short_row(bn):
         # A Python False (no ragged block row) removes the branch at parse time.
@@ -166,9 +186,32 @@ def generate(spec: KernelSpec):
         return (M + tt - 1) // tt * nparts  # (32 rows of X, part) pairs
 
     @T.macro
+    def round_x(X, Xbits, M):
+        # Xbits = X rounded to bfloat16, a row per task, ROUNDING_RUN columns per instruction.
+        for m in T.parallel(M):
+            for j in range(k // ROUNDING_RUN):
+                Xbits[m, T.Ramp(T.int64(j * ROUNDING_RUN), T.int64(1), ROUNDING_RUN)] = _rounded(
+                    X[m, T.Ramp(T.int64(j * ROUNDING_RUN), T.int64(1), ROUNDING_RUN)])
+
+    @T.macro
+    def store_row(Y, Ybits, acc, out, bias, R, row, u, bn):
+        # One row of the block row's results: bias, residual, epilogue; rounded unless Y is float32.
+        for h in T.unroll(halves):
+            for v in T.vectorized(16):
+                if rounds_x:
+                    Y[row, bn * r + h * 16 + v] = result(acc[u, h * 16 + v] + bias[bn * r + h * 16 + v], R,
+                                                         (row, bn * r + h * 16 + v))
+                else:
+                    out[h * 16 + v] = result(acc[u, h * 16 + v] + bias[bn * r + h * 16 + v], R,
+                                             (row, bn * r + h * 16 + v))
+        if not rounds_x:
+            Ybits[row, T.Ramp(T.Cast("int64", bn) * r, T.int64(1), r)] = _rounded(
+                *[out[T.Ramp(T.int64(h * 16), T.int64(1), 16)] for h in range(halves)])
+
+    @T.macro
     def block_row(X, data, indices, indptr, bias, R, Y, Ybits, acc, out, M, m0, bn):
         # Y[m0:m0+32, bn*R:(bn+1)*R]: the block row's blocks on the tiles, then stored with bias,
-        # residual and epilogue through ``acc``.
+        # residual and epilogue through ``acc``. X holds bfloat16 bits.
         for c in T.unroll(2 * halves):
             _intrinsic("tilezero", T.int8(4 + c))
         for j in range(indptr[bn + 1] - indptr[bn]):
@@ -193,12 +236,7 @@ def generate(spec: KernelSpec):
                     for v in range(short_last_row):
                         Y[m0 + u, bn * r + v] = finish(acc[u, v] + bias[bn * r + v], R, (m0 + u, bn * r + v))
                 else:
-                    for h in T.unroll(halves):
-                        for v in T.vectorized(16):
-                            out[h * 16 + v] = result(acc[u, h * 16 + v] + bias[bn * r + h * 16 + v], R,
-                                                     (m0 + u, bn * r + h * 16 + v))
-                    Ybits[m0 + u, T.Ramp(T.Cast("int64", bn) * r, T.int64(1), r)] = _rounded(
-                        *[out[T.Ramp(T.int64(h * 16), T.int64(1), 16)] for h in range(halves)])
+                    store_row(Y, Ybits, acc, out, bias, R, m0 + u, u, bn)
 
     @T.prim_func
     def kernel(x: T.handle, d: T.handle, ind: T.handle, ptr: T.handle, prt: T.handle,
@@ -207,16 +245,22 @@ def generate(spec: KernelSpec):
                      "sparsepass.kernel": "bsr_linear.amx"})
         M = T.int64()
         NNZB = T.int64()
-        X = T.match_buffer(x, (M, k), "bfloat16", align=4, offset_factor=1)
+        X = T.match_buffer(x, (M, k), dt, align=4, offset_factor=1)
         data = T.match_buffer(d, (NNZB, halves, cols // 2, 32), "int16", align=4)
         indices = T.match_buffer(ind, (NNZB,), "int32", align=4)
         indptr = T.match_buffer(ptr, (nb + 1,), "int32", align=4)
         parts = T.match_buffer(prt, (nparts + 1,), "int32", align=4)
         bias = T.match_buffer(bi, (nb * r,), "float32", align=4)
-        R = T.match_buffer(res, (M, n) if spec.residual else (1,), "bfloat16" if spec.residual else "float32",
+        R = T.match_buffer(res, (M, n) if spec.residual else (1,), dt if spec.residual else "float32",
                            align=4, offset_factor=1)
-        Y = T.match_buffer(y, (M, n), "bfloat16", align=4, offset_factor=1)
-        Ybits = T.decl_buffer((M, n), "int16", data=Y.data, elem_offset=Y.elem_offset)  # Y, stored as bits
+        Y = T.match_buffer(y, (M, n), dt, align=4, offset_factor=1)
+        Ybits = T.decl_buffer((M, n), "float32" if rounds_x else "int16", data=Y.data,
+                              elem_offset=Y.elem_offset)  # bfloat16 Y, stored as bits
+        # What the tiles load: bfloat16 X as bits, or float32 X rounded into a copy.
+        Xbits = T.decl_buffer((M, k), "int16", data=X.data, elem_offset=X.elem_offset) if not rounds_x \
+            else T.alloc_buffer((M, k), "int16", align=64)
+        if rounds_x:
+            round_x(X, Xbits, M)
         # (32 rows of X, part) pairs on the parallel loop; each thread's task configures its
         # tiles once (and again for the ragged last rows of X) and releases them at the end.
         with T.attr(0, "pragma_parallel_launch_point", 1):
@@ -231,7 +275,8 @@ def generate(spec: KernelSpec):
                     configure_tiles(config, T.min(M - m0, 16), T.min(M - m0 - 16, 16))
                     configured[0] = T.min(M - m0, tt)
                 for q in range(parts[t % nparts + 1] - parts[t % nparts]):
-                    block_row(X, data, indices, indptr, bias, R, Y, Ybits, acc, out, M, m0, parts[t % nparts] + q)
+                    block_row(Xbits, data, indices, indptr, bias, R, Y, Ybits, acc, out, M, m0,
+                              parts[t % nparts] + q)
             _intrinsic("tilerelease")
 
     return kernel

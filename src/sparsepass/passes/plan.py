@@ -52,6 +52,15 @@ class CostModel:
         2.1x, 32x2 3.6x
     amx_half_height : the efficiency of 16-row blocks relative to 32-row ones (16x32 1.1x, 16x16
         1.4x and 16x8 1.8x the time per element of 32x32)
+    dense_float32_in_bfloat16 : how much faster PyTorch runs a float32 linear under float32 matmul
+        precision "bf16" (``torch.backends.mkldnn.matmul.fp32_precision``; on AMX) than at full
+        precision: 2.1-4.1x measured on the Sapphire Rapids-class VM (BERT FFN shapes, one
+        thread, side by side); the fastest is taken
+    amx_float32_rounding : the AMX kernel's cost of rounding one float32 element of X to bfloat16
+        (a pass over X, bound by memory), in the same units: fitted to 32x32 blocks at 10%, 128
+        tokens (side by side, the float32 kernel took 1.2-1.4x the bfloat16 one's time for K = 256
+        to 1024, 1.4-1.7x for K = 768 and 3072 on BERT FFN shapes, as X outgrows L2; it ran
+        1.2-2.8x faster than the float32 "rows" kernel on every shape)
     float32_kernels_on_amx_cpus : the "rows" and "tokens" kernels' efficiency on a CPU with AMX
         relative to the Zen 5 the rest was fitted on. On the Sapphire Rapids-class VM, 32x1 at 10%
         and 20% ran 7.1x and 3.5x PyTorch's float32 FFN where the model said 11.7x and 5.9x (0.6),
@@ -70,6 +79,8 @@ class CostModel:
     amx: float = 1.8
     amx_block_columns: float = 7.0
     amx_half_height: float = 0.85
+    dense_float32_in_bfloat16: float = 4.0
+    amx_float32_rounding: float = 20.0
     float32_kernels_on_amx_cpus: float = 0.5
     call_overhead: float = 2.0e5
     min_speedup: float = 1.25
@@ -93,10 +104,12 @@ class CostModel:
         """How the float32-computing kernels fare on ``target`` relative to the fitted model."""
         return self.float32_kernels_on_amx_cpus if "amx-bf16" in half_precision_features(target) else 1.0
 
-    def dense_speedup(self, dtype: str, target: dict) -> float:
-        """How much faster PyTorch runs a dense layer in ``dtype`` than in float32 on ``target``."""
+    def dense_speedup(self, dtype: str, target: dict, float32_in_bfloat16: bool = False) -> float:
+        """How much faster PyTorch runs a dense layer in ``dtype`` than in float32 on ``target``
+        (a float32 one with bfloat16 products where ``float32_in_bfloat16``, on AMX)."""
         if dtype == "float32":
-            return 1.0
+            amx = "amx-bf16" in half_precision_features(target)
+            return self.dense_float32_in_bfloat16 if float32_in_bfloat16 and amx else 1.0
         features = half_precision_features(target) | {""}
         return next((speed for name, feature, speed in self.dense_half
                      if name == dtype and feature in features), 1.0)
@@ -165,10 +178,11 @@ def _tile(layout: str, r: int, tokens: int = DEFAULT_TOKENS, target: dict | None
     return max(16, min(MAX_TOKEN_TILE, 16 * lanes // max(r, 1) // 16 * 16, -(-tokens // 16) * 16))
 
 
-def _amx_usable(structure: Structure, target: dict) -> bool:
-    """Whether bfloat16 weights can run on AMX tiles on ``target`` (on this machine: whether Linux
-    grants the tile state too)."""
-    return (structure.dtype == "bfloat16" and "amx-bf16" in half_precision_features(target)
+def _amx_usable(structure: Structure, target: dict, float32_in_bfloat16: bool = False) -> bool:
+    """Whether the weights can run on AMX tiles on ``target`` (on this machine: whether Linux
+    grants the tile state too): bfloat16 ones, and float32 ones allowed bfloat16 products."""
+    dtype_fits = structure.dtype == "bfloat16" or (structure.dtype == "float32" and float32_in_bfloat16)
+    return (dtype_fits and "amx-bf16" in half_precision_features(target)
             and (not is_host(target) or bsr_linear_amx.tile_permission()))
 
 
@@ -182,9 +196,11 @@ def _candidates(structure: Structure, tokens: int, cost: CostModel, amx: bool, f
             yield work / cost.rows_efficiency(r) + cost.call_overhead, "rows", fit
         if r <= 8:
             yield work / cost.tokens_efficiency(r) + cost.call_overhead, "tokens", fit
-        if amx and bsr_linear_amx.takes_block(r, c, structure.shape[1]):
+        if amx and bsr_linear_amx.takes_block(r, c, structure.shape[1], structure.dtype):
             padded = -(-tokens // bsr_linear_amx.TOKENS) * bsr_linear_amx.TOKENS  # whole tiles of X
-            yield max(fit.stored, 1) * padded / cost.amx_efficiency(r, c) + cost.call_overhead, "amx", fit
+            rounding = cost.amx_float32_rounding * tokens * structure.shape[1] if structure.dtype == "float32" else 0
+            yield (max(fit.stored, 1) * padded / cost.amx_efficiency(r, c) + rounding + cost.call_overhead,
+                   "amx", fit)
 
 
 def _choose_gpu(structure: Structure, target: dict, epilogue: str, cost: GpuCostModel) -> Decision:
@@ -231,11 +247,14 @@ def choose(
     epilogue: str = "none",
     cost: CostModel = DEFAULT_COST,
     allow_amx: bool = True,
+    float32_in_bfloat16: bool = False,
 ) -> Decision:
     """Choose the kernel for a linear layer with weight ``structure`` on ``target``.
 
     A half-precision weight gets a kernel that reads and writes its dtype (computing in float32,
-    or, for bfloat16 R x C blocks (C >= 2) on a CPU with AMX, on AMX tiles unless ``allow_amx`` is off)."""
+    or, for bfloat16 R x C blocks (C >= 2) on a CPU with AMX, on AMX tiles unless ``allow_amx`` is off).
+    ``float32_in_bfloat16``: a float32 layer may multiply in bfloat16 as PyTorch's own linear does
+    under float32 matmul precision "bf16" (on AMX tiles; the dense layer it must beat is priced so)."""
     refusal = _dtype_refusal(structure.dtype, target)
     if refusal:
         return _dense(refusal)
@@ -246,9 +265,9 @@ def choose(
     if is_cuda(target):
         return _choose_gpu(structure, target, epilogue, DEFAULT_GPU_COST)
     n, k = structure.shape
-    dense_cost = n * k * tokens / (cost.dense * cost.dense_speedup(structure.dtype, target))
+    dense_cost = n * k * tokens / (cost.dense * cost.dense_speedup(structure.dtype, target, float32_in_bfloat16))
     sparse_cost, layout, fit = min(  # ties go to the coarser block
-        _candidates(structure, tokens, cost, allow_amx and _amx_usable(structure, target),
+        _candidates(structure, tokens, cost, allow_amx and _amx_usable(structure, target, float32_in_bfloat16),
                     cost.float32_kernel_factor(target)), key=lambda c: (c[0], -c[2].rows * c[2].cols))
     if sparse_cost * cost.min_speedup > dense_cost:
         return _dense(
@@ -270,6 +289,8 @@ def choose(
     )
     fill = structure.nnz / fit.stored if fit.stored else 1.0
     reason = f"BSR {fit.rows}x{fit.cols} ({layout}), {fit.blocks} blocks, fill {fill:.2f}"
+    if layout == "amx" and structure.dtype == "float32":
+        reason += ", bfloat16 products (float32 matmul precision 'bf16')"
     return Decision(spec, reason, dense_cost, sparse_cost)
 
 

@@ -3,6 +3,8 @@
 - `assert_equivalent`: a compiled/sparsified model against its dense reference,
   with derived tolerances and a report that names the diverging node;
 - tolerances derived from the arithmetic (`gamma`, `linear_error_bound`, ...);
+- `float32_matmul_precision`: a reference run under the float32 precision a model was sparsified
+  under;
 - ``sparsepass.testing.strategies``: hypothesis strategies for pruned weights,
   layers and small graphs (imports hypothesis);
 - ``python -m sparsepass.testing check MODULE:FACTORY`` and the pytest fixture
@@ -10,6 +12,7 @@
 """
 
 from sparsepass.testing.equivalence import EquivalenceError, assert_equivalent, first_divergence
+from sparsepass.testing.precision import float32_matmul_precision
 from sparsepass.testing.tolerance import (
            assert_linear_close,
            gamma,
@@ -18,5 +21,5 @@ from sparsepass.testing.tolerance import (
            output_tolerance,
 )
 
-__all__ = ["EquivalenceError", "assert_equivalent", "assert_linear_close", "first_divergence", "gamma",
-           "half_output_tolerance", "linear_error_bound", "output_tolerance"]
+__all__ = ["EquivalenceError", "assert_equivalent", "assert_linear_close", "first_divergence",
+           "float32_matmul_precision", "gamma", "half_output_tolerance", "linear_error_bound", "output_tolerance"]

@@ -41,6 +41,7 @@ from sparsepass.passes.fx.silu_formula import recognise_silu
 from sparsepass.passes.fx.sparsify_conv import rewrite_conv
 from sparsepass.passes.fx.splice import chain, register_arrays, splice_call
 from sparsepass.passes.plan import DEFAULT_COST, DEFAULT_TOKENS, CostModel, Decision, choose
+from sparsepass.passes.precision import check_float32_precision, float32_in_bfloat16
 from sparsepass.passes.report import LayerReport, Report
 from sparsepass.prune.torch_pruning import (
     fold_masked_weights,
@@ -69,6 +70,11 @@ class SparsifyOptions:
     measure : time each layer the planner would rewrite against PyTorch's dense op on this
         machine (at the shapes example_inputs give) and keep it dense unless its kernel wins by
         ``cost.min_speedup`` (passes.fx.measure): for CPUs the cost model was not fitted on
+    float32_precision : how float32 linear layers may compute, in PyTorch's words
+        (``torch.backends.mkldnn.matmul.fp32_precision``): "bf16" lets them run on AMX tiles
+        with bfloat16 products summed in float32, what PyTorch's own linear computes then (and
+        what ``torch.set_float32_matmul_precision("medium")`` asks for); "none" or "ieee" keep
+        them exact. None: PyTorch's setting when sparsify_graph runs (fixed in the graph then)
     """
 
     tokens: int = DEFAULT_TOKENS
@@ -78,6 +84,10 @@ class SparsifyOptions:
     pooling: bool = True
     fold_batchnorm: bool = True
     measure: bool = False
+    float32_precision: str | None = None
+
+    def __post_init__(self):
+        check_float32_precision(self.float32_precision)
 
 
 def _tokens_per_site(gm: fx.GraphModule, example_inputs: Sequence[Any] | None) -> dict[str, int]:
@@ -103,6 +113,7 @@ class _Rewriter:
 
     def __init__(self, gm: fx.GraphModule, target: dict, tokens: dict[str, int], options):
         self.gm, self.target, self.tokens, self.options = gm, target, tokens, options
+        self.float32_in_bfloat16 = float32_in_bfloat16(options.float32_precision)
         self.structures: dict[str, Structure] = {}
         self.packed: dict[tuple, dict[str, np.ndarray]] = {}
         self.buffers: dict[tuple, list[str]] = {}
@@ -117,7 +128,7 @@ class _Rewriter:
         x_name = site.x.name if isinstance(site.x, fx.Node) else ""
         tokens = self.tokens.get(x_name, self.options.tokens)
         return choose(structure, self.target, tokens=max(tokens, 1), epilogue=epilogue,
-                      cost=self.options.cost)
+                      cost=self.options.cost, float32_in_bfloat16=self.float32_in_bfloat16)
 
     def tail(self, site: LinearSite) -> tuple[fx.Node, fx.Node | None, str]:
         """(last node fused, residual, epilogue) folded into the kernel; only after a constant bias."""
