@@ -201,3 +201,23 @@ def test_planner_takes_amx_for_float32_only_when_bfloat16_products_are_allowed()
     ragged = block_pruned(3072, 776, (32, 8), 0.1, 0).float()  # 776 columns: no whole runs of 16 to round
     assert "amx" not in choose(detect(ragged), SAPPHIRE_RAPIDS, float32_in_bfloat16=True).reason
     assert "amx" in choose(detect(ragged.bfloat16()), SAPPHIRE_RAPIDS).reason
+
+
+@needs_amx
+def test_float32_amx_kernel_gives_the_same_bits_on_one_thread_and_on_several():
+    """X is rounded by one parallel pass, before the tiles of any thread load it."""
+    n, k, tokens = 768, 3072, 77
+    weight = block_pruned(n, k, (32, 32), 0.3, seed=1).float()
+    x = torch.randn(tokens, k, generator=torch.Generator().manual_seed(1))
+    spec = amx_spec(n, k, 32, dtype="float32", epilogue="gelu")
+    arrays = [torch.from_numpy(a) for a in pack_for("amx", weight.numpy(), spec.block, spec.parts).values()]
+    threads = torch.get_num_threads()
+    try:
+        outputs = []
+        for count in (1, max(2, threads)):
+            torch.set_num_threads(count)
+            outputs += [bsr_linear(x, *arrays, None, spec.to_json(), "layer") for _ in range(3)]
+    finally:
+        torch.set_num_threads(threads)
+    for y in outputs:
+        assert torch.equal(y, outputs[0])

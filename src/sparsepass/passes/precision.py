@@ -8,6 +8,8 @@ kernel, which computes the same (see SparsifyOptions.float32_precision).
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 #: PyTorch's names for the precision of float32 matmuls on CPUs, and None (follow PyTorch).
@@ -24,3 +26,20 @@ def float32_in_bfloat16(precision: str | None) -> bool:
     setting now)."""
     check_float32_precision(precision)
     return (precision or torch.backends.mkldnn.matmul.fp32_precision) == "bf16"
+
+
+@contextlib.contextmanager
+def float32_matmul_precision(precision: str | None):
+    """Within the block, ``torch.backends.mkldnn.matmul.fp32_precision`` is ``precision`` (None:
+    as it is): a reference (or the dense layer a kernel is timed against) run under the precision
+    a model was sparsified under. PyTorch's ``torch.backends.mkldnn.flags`` also resets other
+    oneDNN flags."""
+    if precision is None:
+        yield
+        return
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    torch.backends.mkldnn.matmul.fp32_precision = precision
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.matmul.fp32_precision = before

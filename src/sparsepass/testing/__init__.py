@@ -11,8 +11,8 @@
   ``sparsepass_equivalence``.
 """
 
+from sparsepass.passes.precision import float32_matmul_precision
 from sparsepass.testing.equivalence import EquivalenceError, assert_equivalent, first_divergence
-from sparsepass.testing.precision import float32_matmul_precision
 from sparsepass.testing.tolerance import (
            assert_linear_close,
            gamma,

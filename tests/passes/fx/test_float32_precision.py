@@ -65,3 +65,13 @@ def test_explicit_precision_overrides_pytorchs():
 def test_unknown_precision_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="float32_precision 'medium'.*bf16"):
         passes.SparsifyOptions(float32_precision="medium")
+
+
+@needs_amx
+def test_measured_float32_kernel_is_timed_against_pytorch_under_the_same_precision():
+    model, x = pruned_feed_forward(), torch.randn(64, 256)
+    options = passes.SparsifyOptions(float32_precision="bf16", measure=True)
+    with float32_matmul_precision("none"):
+        fast = passes.sparsify_graph(fx.symbolic_trace(model), example_inputs=(x,), options=options)
+        assert torch.backends.mkldnn.matmul.fp32_precision == "none"  # restored after the timing
+    assert all("measured" in layer.reason for layer in fast.sparsepass_report)

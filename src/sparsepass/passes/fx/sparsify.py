@@ -41,7 +41,11 @@ from sparsepass.passes.fx.silu_formula import recognise_silu
 from sparsepass.passes.fx.sparsify_conv import rewrite_conv
 from sparsepass.passes.fx.splice import chain, register_arrays, splice_call
 from sparsepass.passes.plan import DEFAULT_COST, DEFAULT_TOKENS, CostModel, Decision, choose
-from sparsepass.passes.precision import check_float32_precision, float32_in_bfloat16
+from sparsepass.passes.precision import (
+    check_float32_precision,
+    float32_in_bfloat16,
+    float32_matmul_precision,
+)
 from sparsepass.passes.report import LayerReport, Report
 from sparsepass.prune.torch_pruning import (
     fold_masked_weights,
@@ -161,7 +165,13 @@ class _Rewriter:
         x = random_like(shape, site.weight.dtype)
         residual = random_like((*shape[:-1], spec.out_features), site.weight.dtype) if spec.residual else None
         arrays = [torch.from_numpy(array) for array in self.bsr(site, spec).values()]
-        return confirm(decision, lambda: F.linear(x, site.weight, site.bias), residual,
+        precision = "bf16" if spec.layout == "amx" and spec.dtype == "float32" else None
+
+        def dense():  # PyTorch's linear under the precision the kernel computes in
+            with float32_matmul_precision(precision):
+                return F.linear(x, site.weight, site.bias)
+
+        return confirm(decision, dense, residual,
                        lambda: torch.ops.sparsepass.bsr_linear(x, *arrays, residual, spec.to_json(), site.name),
                        self.options.cost.min_speedup)
 
