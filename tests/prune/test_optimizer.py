@@ -137,6 +137,7 @@ def test_auto_structure_of_a_float32_layer_is_amx_blocks_under_bf16_precision():
     sapphire_rapids = {"kind": "llvm", "mcpu": "sapphirerapids", "mtriple": "x86_64-linux-gnu"}
     assert prune.structure_choices(layers, 0.1, sapphire_rapids, float32_precision="bf16")["up32"].cols == 32
     assert prune.structure_choices(layers, 0.1, sapphire_rapids, float32_precision="ieee")["up32"].cols == 1
+    assert prune.explain_choice((3072, 768), 0.1, sapphire_rapids, float32_precision="bf16").startswith("32x32")
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

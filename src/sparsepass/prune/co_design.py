@@ -71,7 +71,8 @@ def structure_choices(layers: dict[str, nn.Module], density: float, target=None,
 
 
 def explain_choice(shape: tuple[int, int], density: float, target=None, tokens: int = 128,
-                   dtype: str = "float32") -> str:
+                   dtype: str = "float32", float32_precision: str | None = None) -> str:
     """Why the co-design loop picks what it picks for one layer shape (and weight dtype)."""
-    best, speedup = _best_block(shape, density, target_key(canonical_target(target)), tokens, dtype)
+    best, speedup = _best_block(shape, density, target_key(canonical_target(target)), tokens, dtype,
+                                float32_in_bfloat16(float32_precision))
     return f"{best} blocks: estimated {speedup:.1f}x over dense at density {density}"
