@@ -16,10 +16,9 @@ import functools
 
 import torch
 import torch.fx as fx
-from layer_bench_args import parse_layer_bench_args
+from layer_bench_args import host_units, parse_layer_bench_args
 
 from sparsepass import passes, prune
-from sparsepass.codegen.target import canonical_target, half_precision_features
 from sparsepass.testing import assert_equivalent
 from sparsepass.testing.timing import interleaved_median_ms
 
@@ -40,8 +39,7 @@ def sparsified_linear(in_features: int, out_features: int, block, density: float
 @torch.no_grad()
 def main() -> None:
     args = parse_layer_bench_args(__doc__)
-    features = sorted(half_precision_features(canonical_target()))
-    print(f"host half-precision units: {', '.join(features) or 'none'}; density {args.density}, "
+    print(f"host half-precision units: {host_units()}; density {args.density}, "
           f"{TOKENS} tokens, {args.threads} thread(s), times in us")
     for in_features, out_features in SHAPES:
         x = torch.randn(TOKENS, in_features).bfloat16()

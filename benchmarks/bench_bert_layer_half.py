@@ -17,12 +17,11 @@ import functools
 
 import torch
 from bench_bert_layer import TOKENS, LayerOutput
-from layer_bench_args import parse_layer_bench_args
+from layer_bench_args import host_units, parse_layer_bench_args
 from transformers import BertConfig
 from transformers.models.bert.modeling_bert import BertLayer
 
 from sparsepass import frontends, passes, prune
-from sparsepass.codegen.target import canonical_target, half_precision_features
 from sparsepass.testing.timing import interleaved_median_ms
 
 BLOCKS = {"32x32": (32, 32), "16x32": (16, 32), "32x8": (32, 8), "32x1": (32, 1)}
@@ -31,8 +30,7 @@ BLOCKS = {"32x32": (32, 32), "16x32": (16, 32), "32x8": (32, 8), "32x1": (32, 1)
 @torch.no_grad()
 def main() -> None:
     args = parse_layer_bench_args(__doc__)
-    features = sorted(half_precision_features(canonical_target()))
-    print(f"host half-precision units PyTorch uses: {', '.join(features) or 'none'}; "
+    print(f"host half-precision units PyTorch uses: {host_units()}; "
           f"density {args.density}, {args.threads} thread(s), times in ms")
     print(f"{'block':>6} {'torch bf16':>10} {'torch fp32':>10} {'sparse bf16':>11} {'vs bf16':>8} {'vs fp32':>8} "
           f"{'max diff':>9} {'bf16 ulp':>9}  kernels")

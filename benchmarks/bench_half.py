@@ -27,9 +27,9 @@ import functools
 import torch
 import torch.fx as fx
 from bench_linear import BLOCKS, DENSITIES, HIDDEN, TOKENS, pruned
+from layer_bench_args import host_units
 
 from sparsepass import passes
-from sparsepass.codegen.target import canonical_target, half_precision_features
 from sparsepass.testing.timing import interleaved_median_ms
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -45,8 +45,7 @@ def sparsified(model: torch.nn.Module, x: torch.Tensor, measure: bool = False):
 
 def run(args) -> None:
     torch.set_num_threads(1)
-    features = sorted(half_precision_features(canonical_target()))
-    print(f"host half-precision units PyTorch uses: {', '.join(features) or 'none'}")
+    print(f"host half-precision units PyTorch uses: {host_units()}")
     print(f"{'dtype':9} {'block':>12} {'dens':>5} {'torch half':>10} {'torch fp32':>10} {'sparse half':>11} "
           f"{'measured':>9} {'sparse fp32':>11} {'vs half':>8} {'measured':>8} {'half/fp32':>9}  "
           "kernels (planner | measured)")

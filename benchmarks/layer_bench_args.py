@@ -1,10 +1,13 @@
-"""The command line the whole-layer benchmarks share: repeats, density, threads (set here)."""
+"""What the layer benchmarks share: their command line (repeats, density, threads, set here) and
+the line naming the host's half-precision units."""
 
 from __future__ import annotations
 
 import argparse
 
 import torch
+
+from sparsepass.codegen.target import canonical_target, half_precision_features
 
 
 def parse_layer_bench_args(doc: str) -> argparse.Namespace:
@@ -17,3 +20,8 @@ def parse_layer_bench_args(doc: str) -> argparse.Namespace:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     return args
+
+
+def host_units() -> str:
+    """The half-precision units PyTorch (and sparsepass) use on this CPU, for a header line."""
+    return ", ".join(sorted(half_precision_features(canonical_target()))) or "none"

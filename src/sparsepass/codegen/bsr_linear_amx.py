@@ -212,7 +212,7 @@ def generate(spec: KernelSpec):
     @T.macro
     def block_row(X, data, indices, indptr, bias, R, Y, Ybits, acc, out, M, m0, bn):
         # Y[m0:m0+32, bn*R:(bn+1)*R]: the block row's blocks on the tiles, then stored with bias,
-        # residual and epilogue through ``acc``. X holds bfloat16 bits.
+        # residual and epilogue through ``acc``. X holds bfloat16 values (or their bits).
         for c in T.unroll(2 * halves):
             _intrinsic("tilezero", T.int8(4 + c))
         for j in range(indptr[bn + 1] - indptr[bn]):
@@ -255,11 +255,10 @@ def generate(spec: KernelSpec):
         R = T.match_buffer(res, (M, n) if spec.residual else (1,), dt if spec.residual else "float32",
                            align=4, offset_factor=1)
         Y = T.match_buffer(y, (M, n), dt, align=4, offset_factor=1)
-        Ybits = T.decl_buffer((M, n), "float32" if rounds_x else "int16", data=Y.data,
-                              elem_offset=Y.elem_offset)  # bfloat16 Y, stored as bits (unused for float32)
-        # What the tiles load: bfloat16 X as bits, or float32 X rounded into a copy.
-        Xbits = T.decl_buffer((M, k), "int16", data=X.data, elem_offset=X.elem_offset) if not rounds_x \
-            else T.alloc_buffer((M, k), "int16", align=64)
+        Ybits = T.decl_buffer((M, n), "int16", data=Y.data, elem_offset=Y.elem_offset) if not rounds_x \
+            else Y  # bfloat16 Y, stored as bits (float32 Y: stored as it is)
+        # What the tiles load: bfloat16 X, or float32 X rounded into a copy of bfloat16 bits.
+        Xbits = T.alloc_buffer((M, k), "int16", align=64) if rounds_x else X
         if rounds_x:
             round_x(X, Xbits, M)
         # (32 rows of X, part) pairs on the parallel loop; each thread's task configures its

@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from sparsepass import passes, prune
 from sparsepass.codegen.target import canonical_target, half_precision_features
+from sparsepass.passes.precision import float32_in_bfloat16
 from sparsepass.testing import assert_equivalent, float32_matmul_precision, gamma
 
 needs_amx = pytest.mark.skipif("amx-bf16" not in half_precision_features(canonical_target()),
@@ -73,3 +74,18 @@ def test_measured_float32_kernel_is_timed_against_pytorch_under_the_same_precisi
         fast = passes.sparsify_graph(fx.symbolic_trace(model), example_inputs=(x,), options=options)
         assert torch.backends.mkldnn.matmul.fp32_precision == "none"  # restored after the timing
     assert all("measured" in layer.reason for layer in fast.sparsepass_report)
+
+
+def test_precision_is_read_from_pytorchs_setting_unless_given():
+    """PyTorch's legacy switch ("medium") and its CPU matmul flag both count; an explicit option wins."""
+    try:
+        torch.set_float32_matmul_precision("medium")
+        assert float32_in_bfloat16(None) and not float32_in_bfloat16("ieee")
+        torch.set_float32_matmul_precision("highest")
+        assert not float32_in_bfloat16(None) and float32_in_bfloat16("bf16")
+    finally:
+        torch.set_float32_matmul_precision("highest")
+    with float32_matmul_precision("bf16"):
+        assert float32_in_bfloat16(None)
+    with pytest.raises(ValueError, match="expected one of"):
+        float32_in_bfloat16("fp8")
